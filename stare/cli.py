@@ -1,16 +1,71 @@
-"""Command line: ``stare demo`` and ``stare objectives``."""
+"""Command line: ``stare demo | train | eval | objectives | methods``."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
+import warnings
+
+
+def _quiet_transformers() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .toy import ToyConfig, main
+    from .train.demo import run_demo
 
-    main(ToyConfig(seed=args.seed, steps=args.steps))
+    _quiet_transformers()
+    run_demo(args.overrides, out_dir=args.out)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train.config import load_config
+    from .train.trainer import Trainer
+
+    _quiet_transformers()
+    cfg = load_config(args.config, args.overrides)
+    trainer = Trainer(cfg)
+    progress = _progress_printer(cfg.trainer.steps) if cfg.logging.progress else None
+    trainer.train(progress=progress)
+    print(f"done: {cfg.output_dir}")
+    return 0
+
+
+def _progress_printer(total: int):
+    import time
+
+    start = time.time()
+
+    def show(step: int, m: dict) -> None:
+        rate = (time.time() - start) / step
+        parts = [f"step {step}/{total}", f"entropy {m.get('actor/entropy', float('nan')):.3f}",
+                 f"acc {m.get('critic/acc/mean', float('nan')):.3f}", f"eta {rate * (total - step):.0f}s"]
+        if "stare/gate_on" in m:
+            parts.append(f"gate {'on' if m['stare/gate_on'] else 'off'}")
+        val = [f"{k[4:]} {v:.3f}" for k, v in m.items() if k.startswith("val/") and "@" in k]
+        print("  ".join(parts + val), flush=True)
+
+    return show
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .train.config import load_config
+    from .train.trainer import Trainer
+
+    _quiet_transformers()
+    cfg = load_config(args.config, args.overrides)
+    trainer = Trainer(cfg)
+    result = trainer.evaluate()
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -26,18 +81,42 @@ def _cmd_objectives(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from .train.methods import METHODS
+
+    for name, preset in METHODS.items():
+        print(f"{name}: {json.dumps(preset)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stare", description="Entropy-stable RLVR: STARE and its peers.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="GRPO-ds vs STARE-O1 on a toy policy (seconds, CPU)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--steps", type=int, default=150)
+    demo = sub.add_parser("demo", help="GRPO-ds vs STARE-O1 on the CPU testbed (minutes)")
+    demo.add_argument("overrides", nargs="*", help="key=value config overrides")
+    demo.add_argument("--out", default=None, help="run folder (default runs/demo-<time>)")
     demo.set_defaults(func=_cmd_demo)
-    objs = sub.add_parser("objectives", help="list the registered objectives with their defaults")
-    objs.set_defaults(func=_cmd_objectives)
+    train = sub.add_parser("train", help="train from a YAML config")
+    train.add_argument("config", help="YAML file")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. method=stare_o1 optim.lr=1e-3")
+    train.set_defaults(func=_cmd_train)
+    ev = sub.add_parser("eval", help="held-out avg@n and pass@k of a config's model (or its run's last checkpoint)")
+    ev.add_argument("config")
+    ev.add_argument("overrides", nargs="*")
+    ev.set_defaults(func=_cmd_eval)
+    sub.add_parser("objectives", help="list the registered objectives with their defaults").set_defaults(
+        func=_cmd_objectives)
+    sub.add_parser("methods", help="list the method presets").set_defaults(func=_cmd_methods)
     args = parser.parse_args(argv)
-    return args.func(args)
+    from .train.config import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"stare: config error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
+    warnings.simplefilter("default")
     sys.exit(main())

@@ -1,0 +1,67 @@
+"""Training-curve figures from ``metrics.jsonl`` files (no model needed).
+
+``plot_runs`` draws one panel per quantity (batch entropy with the controller's target band, reward,
+held-out accuracy, response length, gate on/off), one line per run, and writes a PNG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+__all__ = ["plot_runs", "series"]
+
+PANELS = (
+    ("actor/entropy", "batch entropy (nats)"),
+    ("critic/acc/mean", "training accuracy"),
+    ("val/acc/mean@", "held-out accuracy (mean over samples)"),
+    ("response_length/mean", "response length (tokens)"),
+    ("stare/gate_on", "STARE gate on"),
+)
+
+
+def series(records: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of ``key`` (a prefix ending in '@' matches the first key that starts with it)."""
+    xs, ys = [], []
+    for r in records:
+        k = key
+        if key.endswith("@"):
+            k = next((name for name in r if name.startswith(key)), None)
+        if k is not None and r.get(k) is not None:
+            xs.append(r["step"])
+            ys.append(float(r[k]))
+    return xs, ys
+
+
+def plot_runs(runs: Mapping[str, Sequence[Mapping]], out: Path, *, band: float = 0.35, title: str = "") -> Path:
+    """One PNG with a panel per quantity; ``band`` draws target x (1 +- band) where a target is logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(k, label) for k, label in PANELS if any(series(r, k)[0] for r in runs.values())]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.4 * len(panels)), sharex=True, squeeze=False)
+    for ax, (key, label) in zip(axes[:, 0], panels):
+        for name, records in runs.items():
+            xs, ys = series(records, key)
+            if xs:
+                ax.plot(xs, ys, label=name, lw=1.2, drawstyle="steps-post" if key == "stare/gate_on" else "default")
+            if key == "actor/entropy":
+                tx, ty = series(records, "stare/target_entropy")
+                if tx:
+                    ax.plot(tx, ty, ls="--", lw=0.8, color="k", label=f"{name} target" if len(runs) > 1 else "target")
+                    ax.fill_between(tx, [t * (1 - band) for t in ty], [t * (1 + band) for t in ty], color="k", alpha=0.08,
+                                    lw=0)
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("training step")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

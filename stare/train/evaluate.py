@@ -1,0 +1,42 @@
+"""Held-out evaluation: avg@n (mean accuracy over n samples per prompt) and unbiased pass@k.
+
+pass@k for a prompt with n samples of which c are correct is 1 - C(n - c, k) / C(n, k) (Chen et al.,
+arXiv 2107.03374), the probability that k samples drawn without replacement contain a correct one;
+averaged over prompts. It is unbiased for the pass@k of the sampling policy, unlike "best of the first
+k" (biased low, as verl's best@k was, ecosystem.md §4 I).
+"""
+
+from __future__ import annotations
+
+from math import comb
+from typing import Sequence
+
+__all__ = ["pass_at_k", "summarize"]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (requires 1 <= k <= n)."""
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n, got c={c}, n={n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def summarize(correct: Sequence[Sequence[float]], ks: Sequence[int] | None = None) -> dict[str, float]:
+    """``correct[i]`` holds the 0/1 accuracies of prompt i's samples (all prompts the same n).
+
+    Returns ``acc/mean@n`` and ``pass@k`` for k in ``ks`` (default 1, 2, 4, ... up to n, and n).
+    """
+    if not correct:
+        return {}
+    n = len(correct[0])
+    if any(len(c) != n for c in correct):
+        raise ValueError("every prompt needs the same number of samples")
+    ks = ks or sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n} | {n})
+    out = {f"acc/mean@{n}": sum(sum(c) for c in correct) / (n * len(correct))}
+    for k in ks:
+        out[f"pass@{k}"] = sum(pass_at_k(n, int(round(sum(c))), k) for c in correct) / len(correct)
+    return out

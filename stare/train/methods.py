@@ -1,0 +1,56 @@
+"""Named method presets: each is a set of config overrides applied before the user's file.
+
+A preset fixes what makes the method the method (objective, its parameters, advantage normalisation,
+dynamic sampling, controller) and leaves everything else (model, task, optimiser, steps) to the config.
+Values follow methods.md; where a method needs a target entropy, presets use
+``target_entropy_ratio`` (a fraction of the first step's batch entropy) so that they transfer across
+models whose entropy scales differ; the paper's absolute 0.3 nats is kept in ``configs/`` for real models.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ..checks import unknown_name_error
+
+__all__ = ["METHODS", "method_overrides"]
+
+_DAPO_CLIP = {"clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "clip_ratio_c": 10.0}
+
+METHODS: dict[str, dict] = {
+    # GRPO (DeepSeekMath) with verl's defaults: symmetric clip 0.2, dual clip 3, no dynamic sampling.
+    "grpo": {"algorithm": {"objective": "ppo", "params": {}}, "rollout": {"dynamic_sampling": False}},
+    # The STARE paper's baseline: clip-higher 0.28, dual clip 10, dynamic sampling on acc, token-mean.
+    "grpo_ds": {"algorithm": {"objective": "ppo", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
+    # DAPO = GRPO-ds + overlong soft punishment (methods.md §1.5).
+    "dapo": {"algorithm": {"objective": "ppo", "params": dict(_DAPO_CLIP)},
+             "rollout": {"dynamic_sampling": True}, "reward": {"overlong_shaping": True}},
+    # Dr.GRPO: no std division, sum / (sequences x max length).
+    "dr_grpo": {"algorithm": {"objective": "ppo", "params": {"loss_agg_mode": "seq-mean-token-sum-norm"},
+                              "advantage": {"norm_by_std": False}}, "rollout": {"dynamic_sampling": False}},
+    "gspo": {"algorithm": {"objective": "gspo", "params": {}}, "rollout": {"dynamic_sampling": True}},
+    "stare_o1": {"algorithm": {"objective": "stare", "params": {"variant": "O1"},
+                               "controller": {"type": "stare", "target_entropy_ratio": 0.5}},
+                 "rollout": {"dynamic_sampling": True}},
+    "stare_c2": {"algorithm": {"objective": "stare", "params": {"variant": "C2"},
+                               "controller": {"type": "stare", "target_entropy_ratio": 0.5}},
+                 "rollout": {"dynamic_sampling": True}},
+    "steer": {"algorithm": {"objective": "steer", "params": {}}, "rollout": {"dynamic_sampling": True}},
+    "stapo": {"algorithm": {"objective": "stapo", "params": {}}, "rollout": {"dynamic_sampling": True}},
+    "clip_cov": {"algorithm": {"objective": "clip_cov", "params": {}}, "rollout": {"dynamic_sampling": True}},
+    "kl_cov": {"algorithm": {"objective": "kl_cov", "params": {}}, "rollout": {"dynamic_sampling": True}},
+    "forking": {"algorithm": {"objective": "forking", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
+    "entropy_bonus": {"algorithm": {"objective": "entropy_bonus", "params": dict(_DAPO_CLIP)},
+                      "rollout": {"dynamic_sampling": True}},
+    # Skywork-OR1 / TRL adaptive coefficient, target relative to the initial entropy like STARE's presets.
+    "adaptive_entropy": {"algorithm": {"objective": "entropy_bonus", "params": dict(_DAPO_CLIP),
+                                       "controller": {"type": "adaptive_entropy", "target_entropy_ratio": 0.5}},
+                         "rollout": {"dynamic_sampling": True}},
+    "entroadv": {"algorithm": {"objective": "entroadv", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
+}
+
+
+def method_overrides(name: str) -> dict:
+    if name not in METHODS:
+        raise unknown_name_error("method", name, METHODS)
+    return copy.deepcopy({**METHODS[name], "method": name})
