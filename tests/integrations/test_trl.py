@@ -135,3 +135,16 @@ def test_two_processes_equal_one_process(tmp_path):
         one_sel = json.load(f)
     assert one_sel["stare/pos_selected_frac"] > 0
     assert two_sel["stare/pos_selected_frac"] == pytest.approx(one_sel["stare/pos_selected_frac"], rel=1e-12)
+
+
+def test_command_line_json_params(tmp_path):
+    from trl import TrlParser
+
+    (args,) = TrlParser((StareGRPOConfig,)).parse_args_and_config(
+        ["--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false", "--stare_objective", "stare",
+         "--stare_params", '{"variant": "C2", "top_p_ratio": 0.2}', "--stare_controller", '{"target_entropy": 0.5}',
+         "--max_completion_length", "6", "--num_generations", "4", "--per_device_train_batch_size", "4",
+         "--report_to", "none"])
+    t = trainer(args)
+    assert (t.objective_params.variant, t.objective_params.top_p_ratio) == ("C2", 0.2)
+    assert t.controller.target_entropy == 0.5
