@@ -69,6 +69,36 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from .report.compare import aggregate, plan_runs, run_grid
+    from .report.plots import plot_aggregate
+    from .report.tables import summary_table
+    from .train.config import load_config
+
+    console = Console()
+    # validate every combination before spending any compute
+    for m in args.methods:
+        cfg = load_config(args.config, list(args.overrides) + [f"method={m}"])
+    out = Path(args.out)
+    specs = plan_runs(out, args.methods, args.seeds)
+    failed = run_grid(args.config, specs, args.overrides, workers=args.workers, total_steps=cfg.trainer.steps,
+                      console=console)
+    baseline = args.baseline or args.methods[0]
+    result = aggregate(specs, baseline=baseline)
+    (out / "summary.json").write_text(json.dumps(result, indent=1, default=str))
+    png = plot_aggregate(result["curves"], out / "curves.png", title=f"{', '.join(args.methods)} ({len(args.seeds)} seeds)")
+    console.print(summary_table(result))
+    console.print(f"figures: {png}; data: {out / 'summary.json'}")
+    if failed:
+        console.print(f"[red]failed runs: {[f'{s.method}/seed_{s.seed}' for s in failed]} (rerun to retry)")
+        return 1
+    return 0
+
+
 def _cmd_objectives(args: argparse.Namespace) -> int:
     from .objectives import get_objective, list_objectives
 
@@ -104,6 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("config")
     ev.add_argument("overrides", nargs="*")
     ev.set_defaults(func=_cmd_eval)
+    cmp = sub.add_parser("compare", help="run methods x seeds (resumable, parallel) and aggregate them")
+    cmp.add_argument("config", help="YAML file shared by all runs")
+    cmp.add_argument("overrides", nargs="*", help="key=value overrides for all runs")
+    cmp.add_argument("--methods", nargs="+", required=True, help="method presets (stare methods)")
+    cmp.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    cmp.add_argument("--out", default="runs/compare", help="output folder (rerun to resume)")
+    cmp.add_argument("--workers", type=int, default=None, help="runs at once (default: number of cores)")
+    cmp.add_argument("--baseline", default=None, help="method the tests compare against (default: the first)")
+    cmp.set_defaults(func=_cmd_compare)
     sub.add_parser("objectives", help="list the registered objectives with their defaults").set_defaults(
         func=_cmd_objectives)
     sub.add_parser("methods", help="list the method presets").set_defaults(func=_cmd_methods)

@@ -10,9 +10,11 @@
   micro-batch losses gives the exact mini-batch token mean (verl's legacy actor instead averages
   micro-batch means, which is not the token mean when micro-batches hold different token counts).
 
-Deviation from verl: ``seq-mean-token-sum-norm`` (Dr.GRPO) divides by (number of sequences x C), with C
-the constant ``loss_scale_factor`` (max response length), as Dr.GRPO and TRL define it; verl's version
-has no 1/N_seq factor, so its scale depends on the micro-batch size (methods.md §1.3).
+``seq-mean-token-sum-norm`` (Dr.GRPO) divides by (number of sequences x C), with C the constant
+``loss_scale_factor`` (max response length), as Dr.GRPO and TRL define it. verl 0.9's ``agg_loss`` with
+global batch info does the same; its legacy actor had no 1/N_seq factor, so its scale depended on the
+micro-batch size (methods.md §1.3). Our sequence counts skip fully masked rows; verl's
+``global_batch_size`` counts every row (the verl plug-in passes verl's number).
 """
 
 from __future__ import annotations

@@ -27,7 +27,10 @@ from torch import Tensor
 
 from .stats import default_chunk_rows
 
-__all__ = ["Sensitivity", "entropy_sensitivity", "predicted_entropy_change", "quadrant", "QUADRANTS"]
+__all__ = [
+    "Sensitivity", "entropy_sensitivity", "entropy_sensitivity_from_hidden", "predicted_entropy_change", "quadrant",
+    "QUADRANTS", "ENTROPY_RAISING",
+]
 
 QUADRANTS = ("pos_high_surprisal", "pos_low_surprisal", "neg_high_surprisal", "neg_low_surprisal")
 ENTROPY_RAISING = ("pos_high_surprisal", "neg_low_surprisal")
@@ -44,30 +47,55 @@ class Sensitivity:
     surprisal: Tensor  # -log pi_o
 
 
+def _sensitivity_chunk(z: Tensor, tgt: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(leading term, C, H, log pi_o) for one chunk of logits [c, V]."""
+    log_q = torch.log_softmax(z / temperature, dim=-1)
+    q = log_q.exp()
+    h = -(q * log_q).sum(-1)
+    c = (q * q * (log_q + h.unsqueeze(1))).sum(-1)
+    lp = log_q.gather(1, tgt.unsqueeze(1)).squeeze(1)
+    return lp.exp() * (lp + h), c, h, lp
+
+
+def _sensitivity(chunk_logits, targets: Tensor, n: int, rows: int, dtype: torch.dtype, temperature: float) -> Sensitivity:
+    tgt = targets.reshape(-1).long()
+    out = torch.empty(4, n, dtype=dtype, device=targets.device)
+    for i0 in range(0, n, rows):
+        i1 = min(n, i0 + rows)
+        for k, v in enumerate(_sensitivity_chunk(chunk_logits(i0, i1).to(dtype), tgt[i0:i1], temperature)):
+            out[k, i0:i1] = v
+    shape = targets.shape
+    lead, c, h, lp = (x.view(shape) for x in out)
+    return Sensitivity(lead - c, lead, c, h, -lp)
+
+
 @torch.no_grad()
 def entropy_sensitivity(
     logits: Tensor, targets: Tensor, *, temperature: float = 1.0, chunk_size: int | None = None
 ) -> Sensitivity:
     """S(o) exact and leading-term for logits ``[..., V]`` and sampled ``targets [...]``."""
     vocab = logits.shape[-1]
-    z_all = logits.reshape(-1, vocab)
-    tgt = targets.reshape(-1).long()
-    n = z_all.shape[0]
+    z = logits.reshape(-1, vocab)
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    out = {k: torch.empty(n, dtype=dtype, device=logits.device) for k in ("lead", "c", "h", "lp")}
-    rows = chunk_size or default_chunk_rows(vocab)
-    for i0 in range(0, n, rows):
-        i1 = min(n, i0 + rows)
-        log_q = torch.log_softmax(z_all[i0:i1].to(dtype) / temperature, dim=-1)
-        q = log_q.exp()
-        h = -(q * log_q).sum(-1)
-        c = (q * q * (log_q + h.unsqueeze(1))).sum(-1)
-        lp = log_q.gather(1, tgt[i0:i1].unsqueeze(1)).squeeze(1)
-        out["lead"][i0:i1] = lp.exp() * (lp + h)
-        out["c"][i0:i1], out["h"][i0:i1], out["lp"][i0:i1] = c, h, lp
-    shape = targets.shape
-    lead, c = out["lead"].view(shape), out["c"].view(shape)
-    return Sensitivity(lead - c, lead, c, out["h"].view(shape), -out["lp"].view(shape))
+    return _sensitivity(lambda a, b: z[a:b], targets, z.shape[0], chunk_size or default_chunk_rows(vocab), dtype,
+                        temperature)
+
+
+@torch.no_grad()
+def entropy_sensitivity_from_hidden(
+    hidden: Tensor, lm_head_weight: Tensor, targets: Tensor, *, lm_head_bias: Tensor | None = None,
+    temperature: float = 1.0, chunk_size: int | None = None,
+) -> Sensitivity:
+    """As ``entropy_sensitivity``, forming each chunk's logits from hidden states and the LM head."""
+    h = hidden.reshape(-1, hidden.shape[-1])
+    vocab = lm_head_weight.shape[0]
+
+    def chunk(a: int, b: int) -> Tensor:
+        z = h[a:b] @ lm_head_weight.T
+        return z if lm_head_bias is None else z + lm_head_bias
+
+    dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    return _sensitivity(chunk, targets, h.shape[0], chunk_size or default_chunk_rows(vocab), dtype, temperature)
 
 
 def predicted_entropy_change(sensitivity: Tensor, advantages: Tensor, lr: float) -> Tensor:

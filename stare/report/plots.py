@@ -65,3 +65,54 @@ def plot_runs(runs: Mapping[str, Sequence[Mapping]], out: Path, *, band: float =
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+AGG_PANELS = (
+    ("actor/entropy", "batch entropy (nats)", "log"),
+    ("critic/acc/mean", "training accuracy", "linear"),
+    ("val/acc/mean@", "held-out accuracy", "linear"),
+    ("val/pass@1", "held-out pass@1", "linear"),
+    ("response_length/mean", "response length (tokens)", "linear"),
+    ("batch/full_solve_ratio", "full-solve ratio", "linear"),
+    ("stare/gate_on", "STARE gate on (share of seeds)", "linear"),
+)
+
+
+def plot_aggregate(curves: Mapping[str, Mapping[str, Sequence]], out: Path, *, title: str = "",
+                   panels: Sequence[tuple[str, str, str]] = AGG_PANELS) -> Path:
+    """Mean over seeds with a 95% band per method; ``curves[method][metric] = [(step, mean, ci, n), ...]``."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [p for p in panels if any(p[0] in c for c in curves.values())]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.3 * len(panels)), sharex=True, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (key, label, scale) in zip(axes[:, 0], panels):
+        for i, (method, c) in enumerate(curves.items()):
+            rows = c.get(key)
+            if not rows:
+                continue
+            xs = [r[0] for r in rows]
+            ms = [r[1] for r in rows]
+            lo = [r[1] - (r[2] if math.isfinite(r[2]) else 0) for r in rows]
+            hi = [r[1] + (r[2] if math.isfinite(r[2]) else 0) for r in rows]
+            color = colors[i % len(colors)]
+            ax.plot(xs, ms, color=color, lw=1.2, label=method, marker="o" if len(xs) < 12 else None, ms=3)
+            ax.fill_between(xs, lo, hi, color=color, alpha=0.15, lw=0)
+        ax.set_yscale(scale)
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, loc="upper right", ncol=2)
+    axes[-1, 0].set_xlabel("training step")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -154,6 +154,16 @@ class LoggingConfig(_Section):
     progress: bool = Field(True, description="rich progress bar")
 
 
+class DiagnosticsConfig(_Section):
+    enabled: bool = Field(False, description="per-step quadrants, sensitivity, predicted vs realised entropy change")
+    rows: int = Field(32, gt=0, description="responses per step the diagnostics look at (cost grows with it)")
+    dump_every: int = Field(0, ge=0, description="token dump (JSONL + HTML) period in steps (0: never)")
+    dump_samples: int = Field(4, gt=0, description="responses per token dump")
+    reflection_words: list[str] = Field(
+        default_factory=lambda: ["wait", "verify", "check", "however", "recheck"],
+        description="words counted per response every step (the STARE paper's reflection-token signal)")
+
+
 class TrainerConfig(_Section):
     steps: int = Field(250, gt=0, description="training steps")
     eval_every: int = Field(50, ge=0, description="held-out evaluation period in steps (0: only at the end)")
@@ -179,6 +189,7 @@ class Config(_Section):
     algorithm: AlgorithmConfig = AlgorithmConfig()
     optim: OptimConfig = OptimConfig()
     logging: LoggingConfig = LoggingConfig()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     trainer: TrainerConfig = TrainerConfig()
 
 

@@ -20,9 +20,21 @@ TASKS = {"testbed": _testbed}
 
 
 def make_task(cfg) -> Task:
-    if cfg.task.name not in TASKS:
-        raise unknown_name_error("task", cfg.task.name, TASKS)
-    return TASKS[cfg.task.name](cfg)
+    """A registered task by name, or a user's task from an import path ``package.module:factory``
+    (``factory(cfg)`` returns an object with the ``stare.tasks.Task`` interface)."""
+    name = cfg.task.name
+    if ":" in name:
+        import importlib
+
+        module, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"task '{name}': cannot import {attr} from {module}: {e}") from None
+        return factory(cfg)
+    if name not in TASKS:
+        raise unknown_name_error("task", name, list(TASKS) + ["<module>:<factory>"])
+    return TASKS[name](cfg)
 
 
 def encode_prompt(tokenizer, example: Example, chat_template: bool = True) -> list[int]:

@@ -40,6 +40,7 @@ from ..surrogate import LossNormalizer
 from ..tasks.base import Example, score_all
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, dump_config
+from .diagnostics import StepDiagnostics, reflection_stats, write_token_dump
 from .evaluate import summarize
 from .logging import MetricsLogger
 from .model import PackedBatch, pack, response_stats
@@ -305,11 +306,30 @@ class Trainer:
         adv = group_advantages(batch.rewards, batch.group_ids, norm_by_std=a.norm_by_std, std_scope=a.std_scope,
                                eps=a.eps).to(self.device)
 
+        # diagnostics (off by default): sensitivity and quadrants before the update, realised change after
+        d = cfg.diagnostics
+        diag = None
+        if d.enabled:
+            t3 = time.perf_counter()
+            diag = StepDiagnostics(self.model, packed, torch.arange(min(d.rows, packed.response_ids.shape[0])), adv,
+                                   cfg.rollout.temperature)
+            t_diag = time.perf_counter() - t3
+
         # 5. update
         t2 = time.perf_counter()
-        update = self.update(packed, adv, old_logp, old_ent, state)
+        update = self.update(packed, adv, old_logp, old_ent, state, diag)
         metrics["timing_s/update"] = time.perf_counter() - t2
+        if diag is not None:
+            t3 = time.perf_counter()
+            diag_metrics, tensors = diag.finish(self.model)
+            metrics.update(diag_metrics)
+            if d.dump_every and (self.step_idx + 1) % d.dump_every == 0:
+                rows = diag.rows.tolist()
+                write_token_dump(self.run_dir / "token_dumps", self.step_idx + 1, self.tokenizer, diag.sub, tensors,
+                                 [batch.texts[r] for r in rows], d.dump_samples)
+            metrics["timing_s/diagnostics"] = t_diag + time.perf_counter() - t3
         metrics["timing_s/step"] = time.perf_counter() - t0
+        metrics.update(reflection_stats(batch.texts, d.reflection_words, float(mask.sum())))
 
         lengths = mask.sum(-1)
         metrics.update({
@@ -333,7 +353,8 @@ class Trainer:
             metrics.update({"actor/entropy_coeff": self.controller.applied, "actor/entropy_target": self.controller.target_entropy})
         return metrics
 
-    def update(self, packed: PackedBatch, adv: torch.Tensor, old_logp, old_ent, state) -> dict[str, float]:
+    def update(self, packed: PackedBatch, adv: torch.Tensor, old_logp, old_ent, state,
+               diag: StepDiagnostics | None = None) -> dict[str, float]:
         alg = self.cfg.algorithm
         b = packed.response_ids.shape[0]
         on_policy = alg.mini_batches == 1 and alg.ppo_epochs == 1
@@ -342,7 +363,7 @@ class Trainer:
         acc = StatAccumulator()
         totals = {"loss": 0.0, "grad_norm": [], "skipped": 0, "optimizer_steps": 0}
         self.model.train()
-        for _epoch in range(alg.ppo_epochs):
+        for epoch in range(alg.ppo_epochs):
             for m0 in range(0, b, mini_size):
                 mini_rows = torch.arange(m0, min(b, m0 + mini_size))
                 micro_rows = [mini_rows[i: i + alg.micro_batch_size] for i in range(0, len(mini_rows), alg.micro_batch_size)]
@@ -367,6 +388,8 @@ class Trainer:
                         out = policy_loss(self.objective, pb, self.params, state=state, plan=plan, normalizer=norm,
                                           validate=False)
                     out.loss.backward()
+                    if diag is not None and epoch == 0:
+                        diag.record_weights(rows, out.weights)
                     loss_sum += float(out.loss.detach())
                     acc.add(out.stats)
                     for k, v in out.extra_losses.items():

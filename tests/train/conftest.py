@@ -27,6 +27,11 @@ class ContainsOneTask:
         return Score(reward=acc, acc=acc)
 
 
+def make_contains_one(cfg):
+    """Factory for ``task.name=conftest:make_contains_one`` (processes that import this file by path)."""
+    return ContainsOneTask()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _tiny_cache(tmp_path_factory):
     mp = pytest.MonkeyPatch()

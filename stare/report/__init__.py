@@ -1,0 +1,1 @@
+"""Reports: figures, tables and multi-seed comparisons read from metrics files (no model needed)."""

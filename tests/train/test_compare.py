@@ -1,0 +1,62 @@
+"""stare compare: a tiny grid runs in parallel processes, aggregates with confidence bands and tests,
+and an interrupted comparison resumes (finished runs are skipped, unfinished ones continue)."""
+
+import json
+import math
+
+import pytest
+
+from stare.report.compare import aggregate, final_values, plan_runs, run_grid
+from stare.train.logging import read_metrics
+
+from conftest import TINY_TESTBED
+
+
+def _overrides(tmp_path):
+    return [
+        "task.name=conftest:make_contains_one",
+        "model.testbed=" + json.dumps(TINY_TESTBED),
+        "rollout.prompts_per_step=4", "rollout.n=4", "rollout.max_new_tokens=8",
+        "algorithm.micro_batch_size=8", "trainer.steps=3", "trainer.eval_every=0", "trainer.eval_prompts=4",
+        "trainer.eval_n=4", "trainer.save_every=1", "logging.tensorboard=false",
+    ]
+
+
+def test_grid_aggregate_and_resume(tmp_path, monkeypatch):
+    import os
+
+    # the runs are spawned processes: they find the test task through an import path on PYTHONPATH
+    monkeypatch.setenv("PYTHONPATH", os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    specs = plan_runs(tmp_path / "cmp", ["grpo_ds", "stare_o1"], [0, 1])
+    # an interrupted comparison: one run finished earlier, one stopped after its first checkpoint
+    done, partial = specs[0], specs[3]
+    assert run_grid(None, [done], _overrides(tmp_path), workers=1) == []
+    first_metrics = read_metrics(done.out_dir / "metrics.jsonl")
+    ov_partial = _overrides(tmp_path)
+    ov_partial[ov_partial.index("trainer.steps=3")] = "trainer.steps=1"
+    run_grid(None, [partial], ov_partial, workers=1)
+    (partial.out_dir / "DONE").unlink()  # as if killed before finishing
+    failed = run_grid(None, specs, _overrides(tmp_path), workers=2)
+    assert failed == []
+    assert all(s.done for s in specs)
+    assert read_metrics(done.out_dir / "metrics.jsonl") == first_metrics  # skipped, untouched
+    assert [r["step"] for r in read_metrics(partial.out_dir / "metrics.jsonl")] == [1, 2, 3]  # resumed
+    result = aggregate(specs, baseline="grpo_ds")
+    assert result["methods"] == ["grpo_ds", "stare_o1"]
+    s = result["summary"]["stare_o1"]["final_entropy"]
+    assert s["n"] == 2 and math.isfinite(s["ci95"]) and "p_vs_baseline" in s
+    steps = [row[0] for row in result["curves"]["grpo_ds"]["actor/entropy"]]
+    assert steps == [1, 2, 3]
+
+
+def test_final_values_and_confidence_band():
+    recs = [{"step": i + 1, "actor/entropy": e, "response_length/mean": 10.0} for i, e in enumerate([1.0, 0.5, 0.25])]
+    recs[-1].update({"val/acc/mean@4": 0.5, "val/pass@1": 0.5, "val/pass@4": 0.9})
+    fv = final_values(recs, tail=2)
+    assert fv["final_entropy"] == pytest.approx(0.375) and fv["entropy_ratio"] == pytest.approx(1 / 0.375)
+    assert fv["heldout_acc"] == 0.5 and fv["pass@4"] == 0.9
+    from stare.report.compare import _mean_ci
+
+    m, ci = _mean_ci([1.0, 2.0, 3.0])
+    # sd = 1, t(0.975, 2) = 4.3027: ci = 4.3027 / sqrt(3) = 2.4841
+    assert m == 2.0 and ci == pytest.approx(2.4841, abs=1e-4)
