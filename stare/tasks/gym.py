@@ -51,6 +51,7 @@ DENYLIST: dict[str, str] = {
     "spiral_matrix": "calls eval() on any answer that is not an exact match",
     "string_insertion": "calls eval() on any answer that is not an exact match",
     "number_sorting": "falls back to eval() of the stored answer string",
+    "bitwise_arithmetic": "verify_solution() eval()s the stored problem expression on every check",
     # Generators that exec dataset code.
     "codeio": "generation exec()s code stored in the dataset",
     # Not a task.
