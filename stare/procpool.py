@@ -150,6 +150,8 @@ class ProcessPool:
     memory_mb: address-space limit of each worker (``RLIMIT_AS``); None leaves it unlimited.
     cpu_s: CPU-seconds allowed per call (``RLIMIT_CPU`` re-armed before each call, whole seconds);
         None leaves it unlimited. The wall-clock limit applies in any case.
+    spares: workers started ahead of need: a killed worker is replaced by a spare that has already
+        imported its handler, so the next caller does not wait for a start (about 1 s for math-verify).
     startup_timeout_s: how long a new worker may take to import its handler and warm up.
     disable_builtins: names of builtins (e.g. ``("eval",)``) replaced in the worker, after warm-up, by a
         function that raises; a handler can read how often anything tried (``_procworker.eval_attempts``).
@@ -164,6 +166,7 @@ class ProcessPool:
         timeout_s: float = 2.0,
         memory_mb: int | None = 2048,
         cpu_s: int | None = None,
+        spares: int = 0,
         startup_timeout_s: float = 120.0,
         max_reply_bytes: int = 1 << 20,
         disable_builtins: Sequence[str] = (),
@@ -187,10 +190,13 @@ class ProcessPool:
         self._lock = threading.Lock()
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: set[_Worker] = set()
+        self._spares: list[_Worker] = []
         self._closed = False
         self._executor: ThreadPoolExecutor | None = None
         for _ in range(num_workers):
             self._idle.put(self._spawn())
+        for _ in range(spares):
+            self._spares.append(self._spawn())
         # Killed when the pool is collected or at interpreter exit (finalize's atexit); workers also
         # exit by themselves when the parent dies, as their stdin closes.
         self._finalizer = weakref.finalize(self, ProcessPool._kill_all, self._all)
@@ -203,6 +209,17 @@ class ProcessPool:
             self._all.add(worker)
             self.stats.spawned += 1
         return worker
+
+    def _replacement(self) -> _Worker:
+        """A spare if there is one (and a new spare in its place), else a new worker."""
+        with self._lock:
+            spare = self._spares.pop(0) if self._spares else None
+        if spare is None:
+            return self._spawn()
+        fresh = self._spawn()
+        with self._lock:
+            self._spares.append(fresh)
+        return spare
 
     def _retire(self, worker: _Worker) -> None:
         worker.kill()
@@ -286,18 +303,18 @@ class ProcessPool:
                 reply = worker.receive(deadline, self.max_reply_bytes)
             except CallTimeout:
                 self._retire(worker)
-                release = self._spawn()
+                release = self._replacement()
                 self._count(timeouts=1)
                 raise CallTimeout(f"{fn} ran past {limit:g} s; the worker was killed and replaced") from None
             except (WorkerDied, OSError, ValueError) as e:
                 self._retire(worker)
-                release = self._spawn()
+                release = self._replacement()
                 self._count(deaths=1)
                 raise WorkerDied(f"{fn}: {e}") from None
             except BaseException:
                 # An interrupt in the caller: a worker in an unknown state is never reused.
                 self._retire(worker)
-                release = self._spawn()
+                release = self._replacement()
                 raise
         finally:
             self._idle.put(release)

@@ -8,7 +8,8 @@
 * ``hf://owner/name`` (or ``owner/name`` when no such local path exists) through ``datasets``. Offline
   it fails at once with a message saying what to do, instead of retrying for tens of seconds: the hub
   endpoint (``HF_ENDPOINT``, default huggingface.co) is probed with a TCP connection first, unless
-  ``HF_HUB_OFFLINE=1`` asks for the local cache only.
+  ``HF_HUB_OFFLINE=1`` asks for the local cache only (the variable must be set before ``datasets`` is
+  imported, which reads it once; set later, it is refused with that explanation).
 
 Every row goes through ``schema.row_to_example``; the first bad row raises ``DataError`` naming the
 file, the row (parquet/hub: 0-based row index; JSONL: 1-based line number) and the field. Nothing is
@@ -115,7 +116,17 @@ def _reachable(url: str, timeout_s: float) -> bool:
 
 
 def _hub_rows(hub_id: str, split: str, config: str | None, timeout_s: float) -> Iterator[tuple[str, Any]]:
-    offline = any(os.environ.get(k, "").lower() in _TRUE for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"hf://{hub_id}: loading from the hub needs `datasets`: pip install 'stare-rl[math]'") from None
+    asked_offline = any(os.environ.get(k, "").lower() in _TRUE for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    offline = bool(datasets.config.HF_HUB_OFFLINE)  # read by the library when it was imported
+    if asked_offline and not offline:
+        raise DataError(
+            f"hf://{hub_id}: HF_HUB_OFFLINE is set but `datasets` was imported before it was, so it would "
+            "still go online; set HF_HUB_OFFLINE=1 before starting Python"
+        )
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     if not offline and not _reachable(endpoint, timeout_s):
         raise DataError(
@@ -123,10 +134,6 @@ def _hub_rows(hub_id: str, split: str, config: str | None, timeout_s: float) -> 
             "(offline?). Download the dataset where there is a network and pass the local .parquet or "
             ".jsonl file, or set HF_HUB_OFFLINE=1 to read a copy already in the local cache."
         )
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(f"hf://{hub_id}: loading from the hub needs `datasets`: pip install 'stare-rl[math]'") from None
     try:
         ds = datasets.load_dataset(hub_id, name=config, split=split)
     except Exception as e:  # datasets raises many types (connection, missing split, missing config)

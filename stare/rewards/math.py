@@ -111,7 +111,7 @@ def _clean(answer: str) -> str:
     answer = answer.strip()
     answer = _HOPE.sub("", answer)
     answer = _FINAL_IS.sub("", answer)
-    answer = answer.strip().strip("*").strip()
+    answer = answer.strip().strip("*").strip().rstrip(".").rstrip()
     boxed = _last_boxed(answer)
     if boxed is not None:
         return boxed[2].strip()
@@ -210,7 +210,8 @@ class MathVerifier:
     """Scores math responses against reference answers; thread-safe, time-limited, never raises on
     model output.
 
-    num_workers: math-verify processes (started on first need; each ~1 s to start, ~100 MB).
+    num_workers: math-verify processes (started on first need; each ~1 s to start, ~100 MB), plus one
+        spare that replaces a worker killed at the time limit without a wait.
     timeout_s: wall-clock limit per math-verify call. The slowest legitimate check measured on the
         shipped benchmarks' answers took 0.74 s (docs/data_and_rewards.md); adversarial inputs hit
         the limit, so each returns within it plus the kill (a few ms).
@@ -248,6 +249,7 @@ class MathVerifier:
                     num_workers=self.num_workers,
                     timeout_s=self.timeout_s,
                     memory_mb=self.memory_mb,
+                    spares=1,
                     disable_builtins=("eval",),
                 )
             return self._pool

@@ -100,7 +100,7 @@ def _log2(x):
 
 def _too_big(bits):
     return CalcError(
-        f"result too large (about {int(bits / _LOG2_10):,} digits); integers are limited to "
+        f"result too large (about {round(bits / _LOG2_10):,} digits); integers are limited to "
         f"{int(MAX_INT_BITS / _LOG2_10):,} digits"
     )
 
@@ -817,7 +817,9 @@ def run(code):
         tree = ast.parse(code, mode="exec")
     except SyntaxError as e:
         return f"SyntaxError: {e.msg} (line {e.lineno})"
-    except (ValueError, RecursionError, MemoryError, OverflowError) as e:
+    except RecursionError:
+        return "Error: the code is nested too deeply to parse"
+    except (ValueError, MemoryError, OverflowError) as e:
         return f"Error: the code could not be parsed ({type(e).__name__})"
     it = _Interp()
     error = None

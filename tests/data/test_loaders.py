@@ -179,21 +179,33 @@ def _in_fresh_python(tmp_path, code, **env):
 
 
 PROBE = """
-import json, sys
+import json
 from stare.data import DataError, load_examples
-try:
-    ex = load_examples({source!r}, split={split!r})
-    print(json.dumps({{"answers": [e.answer for e in ex], "origin": ex[0].meta["origin"]}}))
-except DataError as e:
-    print(json.dumps({{"error": str(e)}}))
+results = []
+for source in {sources!r}:
+    try:
+        ex = load_examples(source, split={split!r})
+        results.append({{"answers": [e.answer for e in ex], "origin": ex[0].meta["origin"]}})
+    except DataError as e:
+        results.append({{"error": str(e)}})
+print(json.dumps(results))
 """
 
 
-def test_hub_offline_mode_reads_only_the_cache(tmp_path):
+def test_hub_offline_mode_reads_only_the_cache_and_validates_rows(tmp_path):
+    # datasets also loads a local folder by path: this runs the hub path without a network.
+    good, bad = tmp_path / "good_set", tmp_path / "bad_set"
+    good.mkdir(), bad.mkdir()
+    _jsonl(good / "test.jsonl", [{"problem": "p1", "answer": "1"}, {"problem": "p2", "answer": "2"}])
+    _jsonl(bad / "test.jsonl", [{"problem": "p1"}])
+    sources = ["hf://some-org/not-cached", f"hf://{good}", f"hf://{bad}"]
     t = time.monotonic()
-    out = _in_fresh_python(tmp_path, PROBE.format(source="hf://some-org/not-cached", split="test"), HF_HUB_OFFLINE="1")
-    assert "could not load split 'test' (offline mode: only cached datasets load)" in out["error"]
+    uncached, loaded, invalid = _in_fresh_python(tmp_path, PROBE.format(sources=sources, split="test"), HF_HUB_OFFLINE="1")
     assert time.monotonic() - t < 30  # no network retries (online, datasets retries for ~25 s)
+    assert "could not load split 'test' (offline mode: only cached datasets load)" in uncached["error"]
+    assert loaded == {"answers": ["1", "2"], "origin": f"hf://{good} [test]: row 0"}
+    assert invalid["error"].endswith("[test]: row 0: field 'answer': missing; looked for "
+                                     "['answer', 'final_answer', 'ground_truth'] in ['problem']")
 
 
 def test_offline_set_after_import_is_refused(monkeypatch):
@@ -203,19 +215,6 @@ def test_offline_set_after_import_is_refused(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError, match="set HF_HUB_OFFLINE=1 before starting Python"):
         load_examples("hf://some-org/some-set")
-
-
-def test_hub_rows_go_through_the_same_validation(tmp_path):
-    # datasets also loads a local folder by path; this runs the hub path without a network.
-    folder = tmp_path / "local_set"
-    folder.mkdir()
-    _jsonl(folder / "test.jsonl", [{"problem": "p1", "answer": "1"}, {"problem": "p2", "answer": "2"}])
-    out = _in_fresh_python(tmp_path, PROBE.format(source=f"hf://{folder}", split="test"), HF_HUB_OFFLINE="1")
-    assert out == {"answers": ["1", "2"], "origin": f"hf://{folder} [test]: row 0"}
-    _jsonl(folder / "test.jsonl", [{"problem": "p1"}])
-    out = _in_fresh_python(tmp_path, PROBE.format(source=f"hf://{folder}", split="test"), HF_HUB_OFFLINE="1")
-    assert out["error"].endswith("[test]: row 0: field 'answer': missing; looked for "
-                                 "['answer', 'final_answer', 'ground_truth'] in ['problem']")
 
 
 # -- the shipped verl files ------------------------------------------------------------------------

@@ -140,3 +140,13 @@ def test_bad_arguments_and_closed_pool(tmp_path):
     p.close()
     with pytest.raises(RuntimeError, match="closed"):
         p.call("echo", 1)
+
+
+def test_a_spare_replaces_a_killed_worker():
+    with ProcessPool(HANDLER, timeout_s=0.5, spares=1) as p:
+        spare_pid = p._spares[0].proc.pid
+        first = p.call("pid")
+        with pytest.raises(CallTimeout):
+            p.call("spin")
+        assert p.call("pid") == spare_pid != first  # the started spare took over
+        assert len(p._spares) == 1 and p._spares[0].proc.pid != spare_pid  # and a new spare waits
