@@ -38,6 +38,8 @@ from ..tasks.base import Score
 
 __all__ = [
     "Extracted",
+    "after_thinking",
+    "last_answer_tag",
     "MathVerifier",
     "VerifierStats",
     "extract_answer",
@@ -122,18 +124,27 @@ def _clean(answer: str) -> str:
     return answer.rstrip(".").strip()
 
 
+def after_thinking(text: str) -> tuple[str, bool]:
+    """(the text after the last ``</think>``/``</thinking>``, whether there was one), else (text, False)."""
+    closes = list(_THINK_CLOSE.finditer(text))
+    return (text[closes[-1].end() :], True) if closes else (text, False)
+
+
+def last_answer_tag(text: str) -> str | None:
+    """Content of the last ``<answer>...</answer>`` within the final ``SEARCH_WINDOW`` characters."""
+    tags = _ANSWER_TAG.findall(text[-SEARCH_WINDOW:])
+    return tags[-1] if tags else None
+
+
 def extract_answer(response: Any, *, think_required: bool = False) -> Extracted:
     """The final answer of a response (see the module docstring for the rules)."""
-    text = to_text(response)
-    closes = list(_THINK_CLOSE.finditer(text))
-    if closes:
-        text = text[closes[-1].end() :]
-    elif think_required or _THINK_OPEN.search(text):
+    text, closed = after_thinking(to_text(response))
+    if not closed and (think_required or _THINK_OPEN.search(text)):
         return Extracted(None, False, "unclosed_think")
     text = text[-SEARCH_WINDOW:]
-    tags = list(_ANSWER_TAG.finditer(text))
-    if tags:
-        text = tags[-1].group(1)
+    tagged = last_answer_tag(text)
+    if tagged is not None:
+        text = tagged
 
     boxed = _last_boxed(text)
     line = None

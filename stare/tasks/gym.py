@@ -21,12 +21,11 @@ Prompts are ours: reasoning-gym's system prompts can be used instead by key
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..procpool import CallTimeout, ProcessPool, WorkerDied, WorkerError
-from ..rewards.math import to_text
+from ..rewards.math import after_thinking, last_answer_tag, to_text
 from .base import Example, Score
 
 __all__ = ["DENYLIST", "GymTask", "available_tasks", "extract_tagged_answer"]
@@ -63,8 +62,6 @@ DEFAULT_INSTRUCTION = (
 )
 TEST_SEED_OFFSET = 1_000_003  # test problems come from another seed than training problems
 
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_THINK_CLOSE = re.compile(r"</think(?:ing)?>")
 
 
 def available_tasks() -> list[str]:
@@ -76,12 +73,9 @@ def available_tasks() -> list[str]:
 
 def extract_tagged_answer(response: Any) -> str | None:
     """Content of the last ``<answer>...</answer>`` (after the last ``</think>``), stripped."""
-    text = to_text(response)
-    closes = list(_THINK_CLOSE.finditer(text))
-    if closes:
-        text = text[closes[-1].end() :]
-    found = _ANSWER.findall(text[-50_000:])
-    return found[-1].strip() if found else None
+    text, _ = after_thinking(to_text(response))
+    found = last_answer_tag(text)
+    return found.strip() if found is not None else None
 
 
 class GymTask:

@@ -252,24 +252,26 @@ class _Interp:
             raise CalcError("for ... else is not supported")
         for item in self.iterate(self.eval(node.iter)):
             self.assign(node.target, item)
-            try:
-                self.exec_block(node.body)
-            except _Break:
+            if not self.loop_body(node.body):
                 break
-            except _Continue:
-                continue
 
     def loop_while(self, node):
         if node.orelse:
             raise CalcError("while ... else is not supported")
         while self.truth(self.eval(node.test)):
             self.tick()
-            try:
-                self.exec_block(node.body)
-            except _Break:
+            if not self.loop_body(node.body):
                 break
-            except _Continue:
-                continue
+
+    def loop_body(self, body):
+        """Run one iteration; False if it hit ``break``."""
+        try:
+            self.exec_block(body)
+        except _Break:
+            return False
+        except _Continue:
+            pass
+        return True
 
     def assign(self, target, value):
         kind = type(target)
