@@ -287,7 +287,7 @@ class ProcessPool:
             raise RuntimeError("the pool is closed")
         limit = self.timeout_s if timeout_s is None else float(timeout_s)
         payload = pickle.dumps((fn, args, self._cpu_s), protocol=pickle.HIGHEST_PROTOCOL)
-        worker = self._idle.get()  # every call releases its worker within its limit: this wait ends
+        worker = self._next_idle()
         release = worker
         try:
             try:
@@ -322,6 +322,16 @@ class ProcessPool:
         if not reply.get("ok"):
             raise WorkerError(str(reply.get("error", "unknown error")))
         return reply.get("value")
+
+    def _next_idle(self) -> _Worker:
+        # Every call releases its worker within its own limit, so this wait ends; the loop only
+        # notices a close() that happens while callers are waiting.
+        while True:
+            try:
+                return self._idle.get(timeout=0.5)
+            except queue.Empty:
+                if self._closed:
+                    raise RuntimeError("the pool is closed") from None
 
     def _count(self, *, timeouts: int = 0, deaths: int = 0, handler_errors: int = 0,
                seconds: float | None = None) -> None:
