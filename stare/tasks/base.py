@@ -7,7 +7,8 @@ never ``eval`` it; tasks whose verifiers can hang (math equivalence) bound them 
 
 Multi-turn tasks also return a ``ToolEnv``: generation stops at one of its ``stop_strings`` (e.g. the end
 of a code block), ``ToolEnv.step`` runs the tool on the transcript and returns the text to append (tool
-output tokens are masked out of the loss), or ``None`` when the episode is over.
+output tokens are masked out of the loss), or ``None`` when the episode is over. Such a task has a
+method ``tool_env() -> ToolEnv``; ``tool_env_of(task)`` returns it, or None for single-turn tasks.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
-__all__ = ["Example", "Score", "Task", "ToolEnv", "score_all"]
+__all__ = ["Example", "Score", "Task", "ToolEnv", "score_all", "tool_env_of"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,9 @@ def score_all(task: Task, examples: Sequence[Example], responses: Sequence[str])
     if batch_fn is not None:
         return list(batch_fn(examples, responses))
     return [task.score(e, r) for e, r in zip(examples, responses)]
+
+
+def tool_env_of(task: Task) -> ToolEnv | None:
+    """The task's ``ToolEnv`` if it is a multi-turn task (it has ``tool_env()``), else None."""
+    make = getattr(task, "tool_env", None)
+    return make() if make is not None else None
