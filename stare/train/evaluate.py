@@ -11,7 +11,7 @@ from __future__ import annotations
 from math import comb
 from typing import Sequence
 
-__all__ = ["pass_at_k", "summarize"]
+__all__ = ["pass_at_k", "summarize", "summarize_by_source"]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -28,15 +28,31 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def summarize(correct: Sequence[Sequence[float]], ks: Sequence[int] | None = None) -> dict[str, float]:
     """``correct[i]`` holds the 0/1 accuracies of prompt i's samples (all prompts the same n).
 
-    Returns ``acc/mean@n`` and ``pass@k`` for k in ``ks`` (default 1, 2, 4, ... up to n, and n).
+    Returns ``acc/mean@n`` and ``pass@k`` for k in ``ks`` (default every k from 1 to min(n, 16), then
+    32, 64, ... up to n, and n).
     """
     if not correct:
         return {}
     n = len(correct[0])
     if any(len(c) != n for c in correct):
         raise ValueError("every prompt needs the same number of samples")
-    ks = ks or sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n} | {n})
+    ks = ks or sorted({k for k in range(1, min(n, 16) + 1)} | {k for k in (32, 64, 128) if k <= n} | {n})
     out = {f"acc/mean@{n}": sum(sum(c) for c in correct) / (n * len(correct))}
     for k in ks:
         out[f"pass@{k}"] = sum(pass_at_k(n, int(round(sum(c))), k) for c in correct) / len(correct)
+    return out
+
+
+def summarize_by_source(correct: Sequence[Sequence[float]], sources: Sequence[str],
+                        ks: Sequence[int] | None = None) -> dict[str, float]:
+    """``summarize`` over all prompts, plus ``<source>/<metric>`` for each distinct source tag when
+    there is more than one (e.g. ``aime24/acc/mean@32`` next to ``math500/acc/mean@32``)."""
+    if len(sources) != len(correct):
+        raise ValueError(f"{len(sources)} source tags for {len(correct)} prompts")
+    out = summarize(correct, ks)
+    tags = sorted(set(sources))
+    if len(tags) > 1:
+        for tag in tags:
+            part = [c for c, s in zip(correct, sources) if s == tag]
+            out.update({f"{tag or 'untagged'}/{k}": v for k, v in summarize(part, ks).items()})
     return out

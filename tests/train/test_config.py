@@ -73,3 +73,30 @@ def test_every_method_preset_validates():
 
 def test_override_parsing():
     assert parse_overrides(["a.b=1", "c=[1, 2]", "d=true", "e=text"]) == {"a": {"b": 1}, "c": [1, 2], "d": True, "e": "text"}
+
+
+def test_method_overrides_apply_only_to_their_method_and_before_the_command_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("method: grpo_ds\nmethod_overrides:\n  stare_o1: {algorithm: {params: {reweight_w: 5.0}}}\n")
+    assert load_config(f).algorithm.params == {"clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "clip_ratio_c": 10.0}
+    assert load_config(f, ["method=stare_o1"]).algorithm.params["reweight_w"] == 5.0
+    assert load_config(f, ["method=stare_o1", "algorithm.params.reweight_w=2"]).algorithm.params["reweight_w"] == 2
+
+
+@pytest.mark.parametrize("text, match", [
+    ("method_overrides:\n  stare_o3: {}\nmethod: grpo\n", "unknown method 'stare_o3'"),
+    ("method_overrides:\n  stare_o1: {optim: {lrr: 1}}\nmethod: grpo\n", "'method_overrides.stare_o1.optim.lrr'"),
+])
+def test_bad_method_overrides(tmp_path, text, match):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(f)
+
+
+def test_packaged_testbed_config_loads_for_every_method():
+    from stare.train.demo import DEMO_CONFIG
+
+    for name in METHODS:
+        cfg = load_config(DEMO_CONFIG, [f"method={name}"])
+        assert cfg.model.name_or_path == "testbed"

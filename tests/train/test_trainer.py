@@ -164,3 +164,14 @@ def test_consecutive_nan_steps_abort_and_keep_the_last_checkpoint(tmp_path):
     assert all(torch.equal(w2[k], w3[k]) for k in w2)
     again = _trainer(tmp_path, method="grpo_ds", trainer={"steps": 3})
     assert again.step_idx == 3  # loadable
+
+
+def test_fused_old_pass_gives_the_same_run(tmp_path):
+    # one micro-batch holds the whole on-policy batch: the update's forward replaces the old pass
+    extra = {"method": "stare_o1", "algorithm": {"micro_batch_size": 64, "controller": {"target_entropy_ratio": 1.2}},
+             "trainer": {"steps": 3}}
+    fused = _trainer(tmp_path / "f", **extra).train()
+    separate = _trainer(tmp_path / "s", **{**extra, "algorithm": {**extra["algorithm"], "fuse_old_pass": False}}).train()
+    assert "timing_s/old_log_prob" not in fused[0] and "timing_s/old_log_prob" in separate[0]
+    assert _deterministic(fused) == [{k: v for k, v in r.items() if k != "timing_s/old_log_prob"}
+                                     for r in _deterministic(separate)]

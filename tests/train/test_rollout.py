@@ -1,0 +1,83 @@
+"""Rollout on the tiny testbed model: finish reasons, stop strings, budgets, and multi-turn episodes whose
+tool-output tokens are masked out of the loss, also through the trainer."""
+
+import torch
+
+from stare.tasks.base import Example, Score
+from stare.train.config import load_config
+from stare.train.rollout import HFBackend, sample, sample_with_tools
+from stare.train.trainer import Trainer
+
+from conftest import ContainsOneTask, tiny_overrides
+
+
+def _backend(tmp_path):
+    tr = Trainer(load_config(None, tiny_overrides(tmp_path)), log=lambda m: None)
+    return tr, HFBackend(tr.model, tr.tokenizer)
+
+
+def test_finish_reasons_and_budgets(tmp_path):
+    tr, be = _backend(tmp_path)
+    torch.manual_seed(0)
+    ctx = [[tr.tokenizer.bos_token_id] + tr.tokenizer("1+2+3=", add_special_tokens=False).input_ids] * 12
+    gens = be.generate(ctx, [3] * 6 + [12] * 6, temperature=1.0, top_p=1.0, stop_strings=[";"])
+    eos = tr.tokenizer.eos_token_id
+    for i, g in enumerate(gens):
+        assert len(g.token_ids) <= (3 if i < 6 else 12)
+        if g.finish_reason == "stop":
+            assert g.text.endswith(";") and eos not in g.token_ids
+        elif g.finish_reason == "eos":
+            assert g.token_ids[-1] == eos and ";" not in g.text
+        else:
+            assert g.finish_reason == "length" and ";" not in g.text
+    s = sample(be, [ctx[0]], n=5, max_new_tokens=4)
+    assert s.prompt_index == [0] * 5 and all(len(r) <= 4 for r in s.response_ids)
+    assert s.truncated == [len(r) == 4 and r[-1] != eos for r in s.response_ids]
+
+
+class SemicolonEnv:
+    """A tool that answers every ';' with the text '9' (up to two calls)."""
+
+    stop_strings = (";",)
+    max_turns = 2
+
+    def step(self, example, transcript):
+        return "9"
+
+
+def test_multi_turn_masks_tool_output(tmp_path):
+    tr, be = _backend(tmp_path)
+    torch.manual_seed(1)
+    ex = [Example(prompt="1+2+3=", answer="6")]
+    ctx = [[tr.tokenizer.bos_token_id] + tr.tokenizer("1+2+3=", add_special_tokens=False).input_ids]
+    s = sample_with_tools(be, SemicolonEnv(), ex, ctx, n=16, max_new_tokens=24)
+    nine = tr.tokenizer.convert_tokens_to_ids("9")
+    saw_tool = False
+    for ids, mask, calls in zip(s.response_ids, s.loss_masks, s.tool_calls):
+        assert len(ids) == len(mask) <= 24
+        masked = [t for t, m in zip(ids, mask) if m == 0]
+        assert masked == [nine] * calls  # exactly the tool outputs are masked
+        saw_tool |= calls > 0
+    assert saw_tool
+
+
+class ToolTask(ContainsOneTask):
+    def tool_env(self):
+        return SemicolonEnv()
+
+
+def test_trainer_with_a_tool_env(tmp_path, monkeypatch):
+    from stare.train import tasks
+
+    monkeypatch.setitem(tasks.TASKS, "tool_test", lambda cfg: ToolTask())
+    tr = Trainer(load_config(None, tiny_overrides(tmp_path, task={"name": "tool_test"},
+                                                  rollout={"max_new_tokens": 16})), log=lambda m: None)
+    batch, _ = tr.rollout()
+    nine = tr.tokenizer.convert_tokens_to_ids("9")
+    ids, mask = batch.packed.response_ids, batch.packed.response_mask
+    # every masked token inside a response is a tool output '9'
+    lengths = [len(t) for t in batch.texts]
+    assert ((mask == 0) & (ids != tr.tokenizer.pad_token_id)).any()
+    assert bool(((ids == nine) | (mask == 1) | (ids == tr.tokenizer.pad_token_id)).all())
+    history = tr.train()
+    assert len(history) == 3 and lengths
