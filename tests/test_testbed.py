@@ -41,13 +41,30 @@ def test_wrong_or_malformed_rejected(response, fmt):
 
 def test_traces_cover_all_orders_and_forms_and_corruption_is_wrong():
     rng = random.Random(0)
-    clean = {make_trace([12, 5, 3], rng, corrupt=False) for _ in range(2000)}
+    clean = {make_trace([12, 5, 3], rng, 0.4, corrupt=False) for _ in range(2000)}
     orders = {t.rsplit(";", 1)[0] for t in clean}
     assert len(orders) == 12  # 3 first pairs x 2 inner orders x 2 sides for the third term
     assert {t.rsplit(";", 1)[1].replace("20", "{}") for t in clean} == {"A:{}", "A: {}", "={}"}
     assert all(parse_answer(t) == 20 for t in clean)
-    bad = [make_trace([12, 5, 3], rng, corrupt=True) for _ in range(200)]
+    bad = [make_trace([12, 5, 3], rng, 0.4, corrupt=True) for _ in range(200)]
     assert all(parse_answer(t) != 20 for t in bad)
+
+
+def test_slip_rate_follows_the_first_pair():
+    # pair_risk (0.25, 1, 1.75) x 0.4: slips in 10%, 40%, 70% of traces starting with the pairs
+    # (12, 5), (12, 3), (5, 3) -- in either internal order
+    rng = random.Random(1)
+    counts = {}
+    for _ in range(6000):
+        t = make_trace([12, 5, 3], rng, 0.4, (0.25, 1.0, 1.75))
+        pair = frozenset(int(v) for v in t.split("=")[0].split("+"))
+        ok = parse_answer(t) == 20
+        n, bad = counts.get(pair, (0, 0))
+        counts[pair] = (n + 1, bad + (not ok))
+    rates = {tuple(sorted(p)): bad / n for p, (n, bad) in counts.items()}
+    assert rates[(5, 12)] == pytest.approx(0.1, abs=0.03)
+    assert rates[(3, 12)] == pytest.approx(0.4, abs=0.04)
+    assert rates[(3, 5)] == pytest.approx(0.7, abs=0.04)
 
 
 def test_splits_disjoint_and_deterministic():

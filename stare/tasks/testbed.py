@@ -10,7 +10,10 @@ GRPO's self-reinforcement ("confident tokens rewarded") collapses it onto one pa
 The base model is a tiny Llama (Hugging Face architecture, ~1M parameters, character tokenizer built
 here) trained by supervised learning on traces of which ``corrupt_frac`` (40%) carry an arithmetic slip
 (one partial sum off by a few units, and the answer consistent with it), so its accuracy is well below
-the ceiling and RL has something to learn. Built once per configuration and cached by the hash of that
+the ceiling and RL has something to learn. Slips are likelier on some paths than others (``pair_risk``:
+the first pair chosen sets the slip rate to 10%, 40% or 70%), like reasoning strategies that differ in
+reliability: all paths stay valid, but reward favours some, which is what drives a policy to collapse
+onto one (a first version with uniform slips collapsed entropy only 3-4x in 300 steps; docs/testbed.md). Built once per configuration and cached by the hash of that
 configuration; deterministic given the seed.
 
 The verifier reads the answer from the last ``;``-separated segment in any of the three forms, allows
@@ -39,10 +42,13 @@ _ANSWER_RE = re.compile(r"\s*(?:A:|=)\s*(\d+)\s*")
 class TestbedConfig:
     """Everything that defines the testbed task and its base model (hashed for the cache)."""
 
-    max_value: int = 30  # operands in [0, max_value]: sums up to 90, learnable by a ~1M model in minutes
+    max_value: int = 20  # operands in [0, max_value]: sums up to 60, learnable by a ~1M model in minutes
     corrupt_frac: float = 0.4  # share of SFT traces with an arithmetic slip (the prototype's 40%)
+    # Slip-rate multipliers of the three possible first pairs (mean 1): some solution paths are riskier,
+    # as reasoning strategies are, so RL has a reason to prefer some paths and collapse onto them.
+    pair_risk: tuple[float, float, float] = (0.25, 1.0, 1.75)
     sft_examples: int = 40000
-    sft_steps: int = 800  # base accuracy ~36% at T = 1 (docs/testbed.md)
+    sft_steps: int = 800  # base accuracy ~35% at T = 1 (docs/testbed.md)
     sft_batch: int = 64
     sft_lr: float = 3e-3
     hidden_size: int = 128
@@ -56,14 +62,21 @@ class TestbedConfig:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def make_trace(terms: Sequence[int], rng: random.Random, corrupt: bool) -> str:
-    """One solution trace for ``terms`` (3 numbers) in a random valid order and answer form."""
+def make_trace(terms: Sequence[int], rng: random.Random, corrupt_frac: float,
+               pair_risk: Sequence[float] = (1.0, 1.0, 1.0), *, corrupt: bool | None = None) -> str:
+    """One solution trace for ``terms`` (3 numbers) in a random valid order and answer form.
+
+    The first pair (first two, first and last, last two terms) is drawn uniformly; the trace has a slip
+    with probability ``corrupt_frac * pair_risk[pair]`` (``corrupt`` forces it on or off).
+    """
     a, b, c = terms
-    first = rng.choice([(a, b, c), (a, c, b), (b, c, a)])
-    x, y, z = first
+    pair = rng.randrange(3)
+    x, y, z = [(a, b, c), (a, c, b), (b, c, a)][pair]
     if rng.random() < 0.5:
         x, y = y, x
     s1 = x + y
+    if corrupt is None:
+        corrupt = rng.random() < corrupt_frac * pair_risk[pair]
     if corrupt:
         s1 = max(0, s1 + rng.choice([-3, -2, -1, 1, 2, 3]))
     second = f"{s1}+{z}" if rng.random() < 0.5 else f"{z}+{s1}"
@@ -130,7 +143,7 @@ class AdditionTask:
         for _ in range(self.cfg.sft_examples):
             ex = train[rng.randrange(len(train))]
             terms = [int(t) for t in ex.prompt[:-1].split("+")]
-            out.append((ex.prompt, make_trace(terms, rng, corrupt=rng.random() < self.cfg.corrupt_frac)))
+            out.append((ex.prompt, make_trace(terms, rng, self.cfg.corrupt_frac, self.cfg.pair_risk)))
         return out
 
 
