@@ -75,6 +75,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .report.compare import aggregate, plan_runs, run_grid
+    from .report.html import write_report
     from .report.plots import plot_aggregate
     from .report.tables import summary_table
     from .train.config import load_config
@@ -91,8 +92,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     result = aggregate(specs, baseline=baseline)
     (out / "summary.json").write_text(json.dumps(result, indent=1, default=str))
     png = plot_aggregate(result["curves"], out / "curves.png", title=f"{', '.join(args.methods)} ({len(args.seeds)} seeds)")
+    command = "stare compare " + " ".join([args.config, *args.overrides, "--methods", *args.methods, "--seeds",
+                                           *map(str, args.seeds), "--out", args.out])
+    report = write_report(result, {"mean over seeds with 95% bands": png}, out / "report.html",
+                          title=f"stare compare: {len(args.methods)} methods x {len(args.seeds)} seeds", command=command)
     console.print(summary_table(result))
-    console.print(f"figures: {png}; data: {out / 'summary.json'}")
+    console.print(f"report: {report}; figures: {png}; data: {out / 'summary.json'}")
     if failed:
         console.print(f"[red]failed runs: {[f'{s.method}/seed_{s.seed}' for s in failed]} (rerun to retry)")
         return 1

@@ -26,7 +26,10 @@ from typing import Sequence
 __all__ = ["RunSpec", "plan_runs", "run_grid", "aggregate", "FINAL_METRICS"]
 
 CURVE_METRICS = ("actor/entropy", "critic/acc/mean", "critic/score/mean", "response_length/mean",
-                 "batch/full_solve_ratio", "batch/zero_solve_ratio", "stare/gate_on", "val/acc/mean@", "val/pass@1")
+                 "batch/full_solve_ratio", "batch/zero_solve_ratio", "batch/reflection_per_response", "stare/gate_on",
+                 "val/acc/mean@", "val/pass@1", "diag/predicted_dH", "diag/realised_dH",
+                 "diag/quadrant/pos_high_surprisal/frac", "diag/quadrant/pos_low_surprisal/frac",
+                 "diag/quadrant/neg_high_surprisal/frac", "diag/quadrant/neg_low_surprisal/frac")
 FINAL_METRICS = ("final_entropy", "heldout_acc", "response_length", "entropy_ratio")
 
 
@@ -142,6 +145,15 @@ def _mean_ci(values: Sequence[float]) -> tuple[float, float]:
     return mean, stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
 
 
+def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
+
+
 def final_values(records: list[dict], tail: int = 10) -> dict[str, float]:
     ent = [r["actor/entropy"] for r in records if r.get("actor/entropy") is not None]
     out: dict[str, float] = {}
@@ -152,6 +164,10 @@ def final_values(records: list[dict], tail: int = 10) -> dict[str, float]:
     lengths = [r["response_length/mean"] for r in records if r.get("response_length/mean") is not None]
     if lengths:
         out["response_length"] = sum(lengths[-tail:]) / len(lengths[-tail:])
+    pairs = [(r["diag/predicted_dH"], r["diag/realised_dH"]) for r in records
+             if r.get("diag/predicted_dH") is not None and r.get("diag/realised_dH") is not None]
+    if len(pairs) >= 3:
+        out["pred_real_corr"] = _pearson([p for p, _ in pairs], [q for _, q in pairs])
     evals = [r for r in records if any(k.startswith("val/acc/mean@") for k in r)]
     if evals:
         last = evals[-1]

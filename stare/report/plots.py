@@ -42,11 +42,14 @@ def plot_runs(runs: Mapping[str, Sequence[Mapping]], out: Path, *, band: float =
 
     panels = [(k, label) for k, label in PANELS if any(series(r, k)[0] for r in runs.values())]
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.4 * len(panels)), sharex=True, squeeze=False)
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(runs)}  # one colour per run, all panels
     for ax, (key, label) in zip(axes[:, 0], panels):
         for name, records in runs.items():
             xs, ys = series(records, key)
             if xs:
-                ax.plot(xs, ys, label=name, lw=1.2, drawstyle="steps-post" if key == "stare/gate_on" else "default")
+                ax.plot(xs, ys, label=name, lw=1.2, color=colors[name], marker="o" if len(xs) < 12 else None, ms=3,
+                        drawstyle="steps-post" if key == "stare/gate_on" else "default")
             if key == "actor/entropy":
                 tx, ty = series(records, "stare/target_entropy")
                 if tx:

@@ -13,6 +13,7 @@ COLUMNS = (
     ("pass@1", "pass@1"),
     ("pass@8", "pass@8"),
     ("response_length", "length"),
+    ("pred_real_corr", "r(predicted, realised dH)"),
 )
 
 

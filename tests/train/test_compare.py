@@ -60,3 +60,31 @@ def test_final_values_and_confidence_band():
     m, ci = _mean_ci([1.0, 2.0, 3.0])
     # sd = 1, t(0.975, 2) = 4.3027: ci = 4.3027 / sqrt(3) = 2.4841
     assert m == 2.0 and ci == pytest.approx(2.4841, abs=1e-4)
+
+
+def test_html_report_embeds_figures_and_names_every_method(tmp_path):
+    import base64
+
+    from stare.report.compare import RunSpec
+    from stare.report.html import write_report
+    from stare.report.plots import plot_aggregate
+
+    # two methods x two seeds of short synthetic runs (the report reads metrics files only)
+    specs = []
+    for method, slope in (("grpo_ds", 0.1), ("stare_o1", 0.02)):
+        for seed in (0, 1):
+            d = tmp_path / method / f"seed_{seed}"
+            d.mkdir(parents=True)
+            recs = [{"step": i, "actor/entropy": 1.0 - slope * i + 0.01 * seed, "critic/acc/mean": 0.5,
+                     "response_length/mean": 20.0} for i in range(1, 6)]
+            recs[-1].update({"val/acc/mean@4": 0.6 + 0.05 * seed, "val/pass@1": 0.6, "val/pass@4": 0.9})
+            (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+            specs.append(RunSpec(method, seed, d))
+    result = aggregate(specs, baseline="grpo_ds")
+    png = plot_aggregate(result["curves"], tmp_path / "curves.png")
+    page = write_report(result, {"curves": png}, tmp_path / "report.html", title="t", command="stare compare x").read_text()
+    assert base64.b64encode(png.read_bytes()).decode()[:200] in page  # the figure is inside the file
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    for method in ("grpo_ds", "stare_o1"):
+        assert page.count(method) >= 3  # named in the header, the summary and the per-seed table
+    assert "p = " in page  # the Welch test against the baseline
