@@ -77,7 +77,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .report.compare import aggregate, plan_runs, run_grid
     from .report.html import write_report
     from .report.plots import plot_aggregate
-    from .report.tables import summary_table
+    from .report.tables import markdown_table, summary_table
     from .train.config import load_config
 
     console = Console()
@@ -96,8 +96,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                                            *map(str, args.seeds), "--out", args.out])
     report = write_report(result, {"mean over seeds with 95% bands": png}, out / "report.html",
                           title=f"stare compare: {len(args.methods)} methods x {len(args.seeds)} seeds", command=command)
+    (out / "summary.md").write_text(f"`{command}`\n\n{markdown_table(result)}\n")
     console.print(summary_table(result))
-    console.print(f"report: {report}; figures: {png}; data: {out / 'summary.json'}")
+    console.print(f"report: {report}; figures: {png}; data: {out / 'summary.json'}, {out / 'summary.md'}")
     if failed:
         console.print(f"[red]failed runs: {[f'{s.method}/seed_{s.seed}' for s in failed]} (rerun to retry)")
         return 1

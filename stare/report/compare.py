@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["RunSpec", "plan_runs", "run_grid", "aggregate", "FINAL_METRICS"]
+__all__ = ["RunSpec", "plan_runs", "run_grid", "aggregate", "band_adherence", "FINAL_METRICS"]
 
 CURVE_METRICS = ("actor/entropy", "critic/acc/mean", "critic/score/mean", "response_length/mean",
                  "batch/full_solve_ratio", "batch/zero_solve_ratio", "batch/reflection_per_response", "stare/gate_on",
@@ -154,6 +154,25 @@ def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
     return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
 
 
+def band_adherence(records: list[dict], band: float = 0.35, window: int = 10) -> dict[str, float]:
+    """How well a gated run holds its target: from the first step the gate is on to the end, the share
+    of steps whose batch entropy lies within ``target * (1 +- band)``, the largest relative deviation of
+    a single step, and that of the ``window``-step moving average. Empty when the run has no gate or it
+    never engaged."""
+    rows = [r for r in records if r.get("stare/gate_on") is not None and r.get("stare/target_entropy")
+            and r.get("actor/entropy") is not None]
+    first = next((i for i, r in enumerate(rows) if r["stare/gate_on"] > 0), None)
+    if first is None:
+        return {}
+    dev = [r["actor/entropy"] / r["stare/target_entropy"] - 1.0 for r in rows[first:]]
+    smooth = [sum(dev[max(0, i - window + 1): i + 1]) / len(dev[max(0, i - window + 1): i + 1])
+              for i in range(len(dev))]
+    return {"gate_first_step": float(rows[first]["step"]) if "step" in rows[first] else float(first + 1),
+            "band_frac": sum(abs(d) <= band for d in dev) / len(dev),
+            "band_max_dev": max(abs(d) for d in dev),
+            "band_max_dev_smoothed": max(abs(d) for d in smooth)}
+
+
 def final_values(records: list[dict], tail: int = 10) -> dict[str, float]:
     ent = [r["actor/entropy"] for r in records if r.get("actor/entropy") is not None]
     out: dict[str, float] = {}
@@ -161,6 +180,7 @@ def final_values(records: list[dict], tail: int = 10) -> dict[str, float]:
         out["initial_entropy"] = ent[0]
         out["final_entropy"] = sum(ent[-tail:]) / len(ent[-tail:])
         out["entropy_ratio"] = ent[0] / out["final_entropy"] if out["final_entropy"] > 0 else math.inf
+    out.update(band_adherence(records))
     lengths = [r["response_length/mean"] for r in records if r.get("response_length/mean") is not None]
     if lengths:
         out["response_length"] = sum(lengths[-tail:]) / len(lengths[-tail:])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["summary_table", "COLUMNS"]
+__all__ = ["summary_table", "markdown_table", "COLUMNS"]
 
 COLUMNS = (
     ("final_entropy", "final entropy"),
@@ -14,6 +14,8 @@ COLUMNS = (
     ("pass@8", "pass@8"),
     ("response_length", "length"),
     ("pred_real_corr", "r(predicted, realised dH)"),
+    ("band_frac", "steps in band"),
+    ("band_max_dev_smoothed", "max dev. (10-step mean)"),
 )
 
 

@@ -301,8 +301,7 @@ class Trainer:
         #    one micro-batch, the update's own forward gives exactly these numbers (same weights, same batch),
         #    so the separate pass is skipped and the update hands them to the controller before its loss.
         on_policy = alg.mini_batches == 1 and alg.ppo_epochs == 1
-        fused = (alg.fuse_old_pass and on_policy and packed.response_ids.shape[0] <= alg.micro_batch_size
-                 and not cfg.diagnostics.enabled)
+        fused = alg.fuse_old_pass and on_policy and packed.response_ids.shape[0] <= alg.micro_batch_size
         old = None
         if not fused:
             t1 = time.perf_counter()

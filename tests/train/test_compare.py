@@ -88,3 +88,23 @@ def test_html_report_embeds_figures_and_names_every_method(tmp_path):
     for method in ("grpo_ds", "stare_o1"):
         assert page.count(method) >= 3  # named in the header, the summary and the per-seed table
     assert "p = " in page  # the Welch test against the baseline
+
+
+def test_band_adherence():
+    from stare.report.compare import band_adherence
+
+    # target 1.0; the gate first engages at step 2; entropies from there: 0.8, 1.2, 1.5 -> deviations
+    # -0.2, +0.2, +0.5: two of three within +-35%, largest 0.5; window 2 moving means: -0.2, 0, 0.35
+    ent = [1.4, 0.8, 1.2, 1.5]
+    gate = [0, 1, 1, 0]
+    recs = [{"step": i + 1, "actor/entropy": e, "stare/gate_on": g, "stare/target_entropy": 1.0}
+            for i, (e, g) in enumerate(zip(ent, gate))]
+    out = band_adherence(recs, band=0.35, window=2)
+    assert out["gate_first_step"] == 2.0
+    assert out["band_frac"] == pytest.approx(2 / 3)
+    assert out["band_max_dev"] == pytest.approx(0.5)
+    assert out["band_max_dev_smoothed"] == pytest.approx(0.35)
+    # a run whose gate never engages, or an ungated method, reports nothing
+    assert band_adherence([{**r, "stare/gate_on": 0} for r in recs]) == {}
+    assert band_adherence([{"step": 1, "actor/entropy": 1.0}]) == {}
+    assert "band_frac" in final_values(recs)

@@ -59,3 +59,21 @@ def test_diagnostics_off_compute_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(T, "StepDiagnostics", boom)
     history = Trainer(load_config(None, tiny_overrides(tmp_path, trainer={"steps": 1})), log=lambda m: None).train()
     assert not any(k.startswith("diag/") for k in history[-1])
+
+
+def test_diagnostics_do_not_depend_on_the_fused_old_pass(tmp_path):
+    # one micro-batch holds the whole step, so the old pass can be fused into the update's forward; the
+    # diagnostics (and everything else) must come out the same with and without the fusion
+    def run(fuse, sub):
+        cfg = load_config(None, tiny_overrides(
+            tmp_path / sub, method="stare_o1", algorithm={"micro_batch_size": 64, "fuse_old_pass": fuse,
+                                                          "params": {"reweight_w": 3.0}},
+            diagnostics={"enabled": True, "rows": 8}, trainer={"steps": 2}))
+        return Trainer(cfg, log=lambda m: None).train()
+
+    fused, separate = run(True, "a"), run(False, "b")
+    assert "timing_s/old_log_prob" in separate[-1] and "timing_s/old_log_prob" not in fused[-1]
+    for a, b in zip(fused, separate):
+        for k in a:
+            if k.startswith(("diag/", "actor/entropy", "actor/pg_loss", "stare/")):
+                assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), k
