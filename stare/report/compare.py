@@ -27,7 +27,7 @@ __all__ = ["RunSpec", "plan_runs", "run_grid", "aggregate", "band_adherence", "F
 
 CURVE_METRICS = ("actor/entropy", "critic/acc/mean", "critic/score/mean", "response_length/mean",
                  "batch/full_solve_ratio", "batch/zero_solve_ratio", "batch/reflection_per_response", "stare/gate_on",
-                 "val/acc/mean@", "val/pass@1", "diag/predicted_dH", "diag/realised_dH",
+                 "val/acc/mean@", "val/pass@1", "diag/predicted_dH", "diag/predicted_dH_param", "diag/realised_dH",
                  "diag/quadrant/pos_high_surprisal/frac", "diag/quadrant/pos_low_surprisal/frac",
                  "diag/quadrant/neg_high_surprisal/frac", "diag/quadrant/neg_low_surprisal/frac")
 FINAL_METRICS = ("final_entropy", "heldout_acc", "response_length", "entropy_ratio")
@@ -188,6 +188,10 @@ def final_values(records: list[dict], tail: int = 10) -> dict[str, float]:
              if r.get("diag/predicted_dH") is not None and r.get("diag/realised_dH") is not None]
     if len(pairs) >= 3:
         out["pred_real_corr"] = _pearson([p for p, _ in pairs], [q for _, q in pairs])
+    pairs = [(r["diag/predicted_dH_param"], r["diag/realised_dH"]) for r in records
+             if r.get("diag/predicted_dH_param") is not None and r.get("diag/realised_dH") is not None]
+    if len(pairs) >= 3:
+        out["pred_param_real_corr"] = _pearson([p for p, _ in pairs], [q for _, q in pairs])
     evals = [r for r in records if any(k.startswith("val/acc/mean@") for k in r)]
     if evals:
         last = evals[-1]

@@ -14,6 +14,7 @@ COLUMNS = (
     ("pass@8", "pass@8"),
     ("response_length", "length"),
     ("pred_real_corr", "r(predicted, realised dH)"),
+    ("pred_param_real_corr", "r(param-space predicted, realised dH)"),
     ("band_frac", "steps in band"),
     ("band_max_dev_smoothed", "max dev. (10-step mean)"),
 )

@@ -163,6 +163,8 @@ class LoggingConfig(_Section):
 class DiagnosticsConfig(_Section):
     enabled: bool = Field(False, description="per-step quadrants, sensitivity, predicted vs realised entropy change")
     rows: int = Field(32, gt=0, description="responses per step the diagnostics look at (cost grows with it)")
+    param_space: bool = Field(True, description="also predict the entropy change to first order in parameter "
+                              "space (one extra forward/backward on the rows and a gradient-sized buffer)")
     dump_every: int = Field(0, ge=0, description="token dump (JSONL + HTML) period in steps (0: never)")
     dump_samples: int = Field(4, gt=0, description="responses per token dump")
     reflection_words: list[str] = Field(

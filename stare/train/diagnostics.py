@@ -15,7 +15,13 @@ rows are re-scored under the updated policy, which gives
   size. It ignores how one token's gradient moves other tokens' logits through shared weights, so its
   scale is arbitrary and only its correlation with the realised change across steps is meaningful
   (reported by ``stare compare`` / docs/results.md);
-* per quadrant: token fraction and its share of the predicted change.
+* predicted change, first order in parameter space: g . (theta_after - theta_before), with g the gradient
+  of the rows' mean entropy w.r.t. the trainable weights before the update. It includes what the
+  logit-space prediction leaves out (shared weights, the optimizer's preconditioning and step size), so
+  it should match the realised change up to second-order terms, i.e. at small learning rates; where it
+  stops matching measures where first-order reasoning about the update stops holding. Costs one extra
+  forward and backward on the rows and one gradient-sized buffer;
+* per quadrant: token fraction and its share of the (logit-space) predicted change.
 
 Token dumps (``diagnostics.dump_every``) write per-token records (token text, surprisal, entropy,
 advantage, weight, quadrant) of a few responses as JSONL and as one self-contained HTML page.
@@ -66,17 +72,35 @@ def sensitivity_of(model, batch: PackedBatch, temperature: float):
 class StepDiagnostics:
     """Collects the diagnostics of one step on ``rows`` of its batch (see the module docstring)."""
 
-    def __init__(self, model, packed: PackedBatch, rows: torch.Tensor, advantages: torch.Tensor, temperature: float):
+    def __init__(self, model, packed: PackedBatch, rows: torch.Tensor, advantages: torch.Tensor, temperature: float,
+                 params: Sequence[torch.Tensor] = ()):
         self.rows = rows
         self.temperature = temperature
         self.sub = packed.rows(rows)
         was = model.training
         model.eval()
         self.sens = sensitivity_of(model, self.sub, temperature)
-        model.train(was)
         self.adv = advantages[rows].unsqueeze(-1).expand_as(self.sub.response_mask).to(self.sens.exact.dtype)
         self.mask = self.sub.response_mask.bool()
         self.weights = torch.ones_like(self.adv)
+        # parameter-space first order: gradient g of these rows' mean entropy w.r.t. the trainable weights;
+        # after the update, g . (theta_after - theta_before). Only g and the scalar g . theta_before are
+        # kept (float64, so the difference of two large dot products keeps its precision).
+        self.params = [p for p in params if p.requires_grad]
+        self.grads = None
+        if self.params:
+            with torch.enable_grad():
+                ent = response_stats(model, self.sub, temperature).entropy
+                m = self.mask[:, : ent.shape[1]]
+                h = (ent * m).sum() / m.sum().clamp(min=1)
+                grads = torch.autograd.grad(h, self.params, allow_unused=True)
+            self.grads = [None if g is None else g.detach() for g in grads]
+            self.g_dot_before = self._g_dot_params()
+        model.train(was)
+
+    def _g_dot_params(self) -> float:
+        return float(sum((g.double() * p.detach().double()).sum() for g, p in zip(self.grads, self.params)
+                         if g is not None))
 
     def record_weights(self, rows: torch.Tensor, weights: torch.Tensor) -> None:
         """Per-token weights the objective applied to ``rows`` of the step (called per micro-batch)."""
@@ -104,6 +128,7 @@ class StepDiagnostics:
             "diag/realised_dH": float(h_after - h_before),
             "diag/predicted_dH": float(contrib.sum()),
             "diag/predicted_dH_leading": float((-(self.weights * self.adv * s.leading) * m / n).sum()),
+            **({"diag/predicted_dH_param": self._g_dot_params() - self.g_dot_before} if self.grads is not None else {}),
             "diag/sensitivity_abs_mean": float((s.exact.abs() * m).sum() / n),
             "diag/sensitivity_leading_abs_mean": float((s.leading.abs() * m).sum() / n),
             "diag/tokens": float(n),

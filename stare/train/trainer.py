@@ -134,9 +134,9 @@ class Trainer:
         self.params = make_params(self.objective, cfg.algorithm.params)
         self.needs_entropy = bool(self.objective.needs & {"entropy", "entropy_grad"})
 
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(trainable, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         warm = o.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
 
@@ -335,7 +335,7 @@ class Trainer:
         if d.enabled:
             t3 = time.perf_counter()
             diag = StepDiagnostics(self.model, packed, torch.arange(min(d.rows, packed.response_ids.shape[0])), adv,
-                                   cfg.rollout.temperature)
+                                   cfg.rollout.temperature, params=self.trainable if d.param_space else ())
             t_diag = time.perf_counter() - t3
 
         # 5. update
