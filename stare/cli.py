@@ -84,14 +84,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     # validate every combination before spending any compute
     for m in args.methods:
         cfg = load_config(args.config, list(args.overrides) + [f"method={m}"])
-    out = Path(args.out)
-    specs = plan_runs(out, args.methods, args.seeds)
-    failed = run_grid(args.config, specs, args.overrides, workers=args.workers, total_steps=cfg.trainer.steps,
-                      console=console)
+    runs_dir = Path(args.out)
+    out = Path(args.report_dir or args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = plan_runs(runs_dir, args.methods, args.seeds)
+    failed = [] if args.no_run else run_grid(args.config, specs, args.overrides, workers=args.workers,
+                                             total_steps=cfg.trainer.steps, console=console)
     baseline = args.baseline or args.methods[0]
     result = aggregate(specs, baseline=baseline)
     (out / "summary.json").write_text(json.dumps(result, indent=1, default=str))
-    png = plot_aggregate(result["curves"], out / "curves.png", title=f"{', '.join(args.methods)} ({len(args.seeds)} seeds)")
+    png = plot_aggregate(result["curves"], out / "curves.png", title=f"{', '.join(args.methods)}: mean of {len(args.seeds)} seeds, "
+                         f"95% band, {result['smooth']}-step moving average")
     command = "stare compare " + " ".join([args.config, *args.overrides, "--methods", *args.methods, "--seeds",
                                            *map(str, args.seeds), "--out", args.out])
     report = write_report(result, {"mean over seeds with 95% bands": png}, out / "report.html",
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("--out", default="runs/compare", help="output folder (rerun to resume)")
     cmp.add_argument("--workers", type=int, default=None, help="runs at once (default: number of cores)")
     cmp.add_argument("--baseline", default=None, help="method the tests compare against (default: the first)")
+    cmp.add_argument("--no-run", action="store_true", help="only aggregate the runs that exist (e.g. while a grid runs)")
+    cmp.add_argument("--report-dir", default=None, help="where the report, figures and tables go (default: --out)")
     cmp.set_defaults(func=_cmd_compare)
     sub.add_parser("objectives", help="list the registered objectives with their defaults").set_defaults(
         func=_cmd_objectives)

@@ -27,7 +27,7 @@ __all__ = ["RunSpec", "plan_runs", "run_grid", "aggregate", "band_adherence", "F
 
 CURVE_METRICS = ("actor/entropy", "critic/acc/mean", "critic/score/mean", "response_length/mean",
                  "batch/full_solve_ratio", "batch/zero_solve_ratio", "batch/reflection_per_response", "stare/gate_on",
-                 "val/acc/mean@", "val/pass@1", "diag/predicted_dH", "diag/predicted_dH_param", "diag/realised_dH",
+                 "val/acc/mean@", "val/pass@1", "val/pass@max", "stare/target_entropy", "diag/predicted_dH", "diag/predicted_dH_param", "diag/realised_dH",
                  "diag/quadrant/pos_high_surprisal/frac", "diag/quadrant/pos_low_surprisal/frac",
                  "diag/quadrant/neg_high_surprisal/frac", "diag/quadrant/neg_low_surprisal/frac")
 FINAL_METRICS = ("final_entropy", "heldout_acc", "response_length", "entropy_ratio")
@@ -126,11 +126,30 @@ def _read(path: Path) -> list[dict]:
 
 
 def _series(records: list[dict], key: str) -> dict[int, float]:
+    """``{step: value}``; a key ending in ``@`` matches the metric with that prefix (``val/acc/mean@``),
+    ``val/pass@max`` the pass@k with the largest k of each record."""
     out = {}
     for r in records:
-        k = key if not key.endswith("@") else next((n for n in r if n.startswith(key)), None)
+        if key == "val/pass@max":
+            ks = [n for n in r if n.startswith("val/pass@")]
+            k = max(ks, key=lambda n: int(n.rsplit("@", 1)[1])) if ks else None
+        elif key.endswith("@"):
+            k = next((n for n in r if n.startswith(key)), None)
+        else:
+            k = key
         if k is not None and r.get(k) is not None:
             out[r["step"]] = float(r[k])
+    return out
+
+
+def _smooth(series: dict[int, float], window: int) -> dict[int, float]:
+    """Trailing moving average over the last ``window`` points (per seed, before averaging seeds)."""
+    steps = sorted(series)
+    vals = [series[s] for s in steps]
+    out = {}
+    for i, s in enumerate(steps):
+        part = vals[max(0, i - window + 1): i + 1]
+        out[s] = sum(part) / len(part)
     return out
 
 
@@ -203,14 +222,19 @@ def final_values(records: list[dict], tail: int = 10) -> dict[str, float]:
     return out
 
 
-def aggregate(specs: Sequence[RunSpec], baseline: str | None = None, tail: int = 10) -> dict:
-    """Curves (mean, CI per step), final values per run, and per-method summaries with Welch tests."""
+def aggregate(specs: Sequence[RunSpec], baseline: str | None = None, tail: int = 10, smooth: int = 10) -> dict:
+    """Curves (mean, CI per step), final values per run, and per-method summaries with Welch tests.
+
+    Per-step curves are smoothed per seed with a ``smooth``-step trailing moving average before the mean
+    and band over seeds are taken (held-out evaluations and the gate state are not smoothed); final
+    values use the raw records."""
     from scipy import stats
 
     by_method: dict[str, list[RunSpec]] = {}
     for s in specs:
         by_method.setdefault(s.method, []).append(s)
-    result = {"methods": list(by_method), "baseline": baseline, "curves": {}, "runs": {}, "summary": {}}
+    result = {"methods": list(by_method), "baseline": baseline, "smooth": smooth, "curves": {}, "runs": {},
+              "summary": {}}
     for method, runs in by_method.items():
         records = {r.seed: _read(r.out_dir / "metrics.jsonl") for r in runs}
         records = {k: v for k, v in records.items() if v}
@@ -218,6 +242,8 @@ def aggregate(specs: Sequence[RunSpec], baseline: str | None = None, tail: int =
         curves = {}
         for key in CURVE_METRICS:
             per_seed = [_series(recs, key) for recs in records.values()]
+            if smooth > 1 and not key.startswith(("val/", "stare/")):
+                per_seed = [_smooth(ps, smooth) for ps in per_seed]
             steps = sorted(set().union(*[set(s) for s in per_seed])) if per_seed else []
             rows = []
             for st in steps:

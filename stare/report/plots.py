@@ -74,16 +74,23 @@ AGG_PANELS = (
     ("actor/entropy", "batch entropy (nats)", "log"),
     ("critic/acc/mean", "training accuracy", "linear"),
     ("val/acc/mean@", "held-out accuracy", "linear"),
-    ("val/pass@1", "held-out pass@1", "linear"),
+    ("val/pass@max", "held-out pass@n (n = samples per prompt)", "linear"),
     ("response_length/mean", "response length (tokens)", "linear"),
     ("batch/full_solve_ratio", "full-solve ratio", "linear"),
     ("stare/gate_on", "STARE gate on (share of seeds)", "linear"),
 )
 
 
+_UNIT_INTERVAL = ("critic/acc/mean", "val/acc/mean@", "val/pass@", "batch/full_solve_ratio", "batch/zero_solve_ratio",
+                  "stare/gate_on")
+
+
 def plot_aggregate(curves: Mapping[str, Mapping[str, Sequence]], out: Path, *, title: str = "",
-                   panels: Sequence[tuple[str, str, str]] = AGG_PANELS) -> Path:
-    """Mean over seeds with a 95% band per method; ``curves[method][metric] = [(step, mean, ci, n), ...]``."""
+                   panels: Sequence[tuple[str, str, str]] = AGG_PANELS, band: float = 0.35) -> Path:
+    """Mean over seeds with a 95% band per method; ``curves[method][metric] = [(step, mean, ci, n), ...]``.
+
+    Bands are clipped to the metric's range ([0, 1] for rates, positive on log axes). On the entropy
+    panel a gated method's target is drawn dashed with its +-``band`` range dotted."""
     import math
 
     import matplotlib
@@ -103,9 +110,20 @@ def plot_aggregate(curves: Mapping[str, Mapping[str, Sequence]], out: Path, *, t
             ms = [r[1] for r in rows]
             lo = [r[1] - (r[2] if math.isfinite(r[2]) else 0) for r in rows]
             hi = [r[1] + (r[2] if math.isfinite(r[2]) else 0) for r in rows]
+            if key.startswith(_UNIT_INTERVAL):
+                lo, hi = [max(0.0, v) for v in lo], [min(1.0, v) for v in hi]
+            if scale == "log":
+                floor = min(m for m in ms if m > 0) / 3 if any(m > 0 for m in ms) else 1e-6
+                lo = [max(floor, v) for v in lo]
             color = colors[i % len(colors)]
             ax.plot(xs, ms, color=color, lw=1.2, label=method, marker="o" if len(xs) < 12 else None, ms=3)
             ax.fill_between(xs, lo, hi, color=color, alpha=0.15, lw=0)
+            target = c.get("stare/target_entropy") if key == "actor/entropy" else None
+            if target:
+                tx, ty = [r[0] for r in target], [r[1] for r in target]
+                ax.plot(tx, ty, color=color, ls="--", lw=0.9)
+                for f in (1 - band, 1 + band):
+                    ax.plot(tx, [t * f for t in ty], color=color, ls=":", lw=0.8)
         ax.set_yscale(scale)
         ax.set_ylabel(label, fontsize=8)
         ax.grid(alpha=0.3)

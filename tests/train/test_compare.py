@@ -108,3 +108,14 @@ def test_band_adherence():
     assert band_adherence([{**r, "stare/gate_on": 0} for r in recs]) == {}
     assert band_adherence([{"step": 1, "actor/entropy": 1.0}]) == {}
     assert "band_frac" in final_values(recs)
+
+
+def test_series_smoothing_and_pass_at_max():
+    from stare.report.compare import _series, _smooth
+
+    recs = [{"step": 1, "x": 1.0}, {"step": 2, "x": 3.0}, {"step": 3, "x": 5.0, "val/pass@1": 0.2, "val/pass@16": 0.9,
+                                                          "val/pass@4": 0.5}]
+    # trailing window 2: 1, (1+3)/2, (3+5)/2
+    assert _smooth(_series(recs, "x"), 2) == {1: 1.0, 2: 2.0, 3: 4.0}
+    assert _series(recs, "val/pass@max") == {3: 0.9}  # the largest k, not the first key
+    assert _smooth({}, 5) == {}
