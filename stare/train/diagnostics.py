@@ -37,6 +37,7 @@ from typing import Sequence
 
 import torch
 
+from ..stats import token_stats_from_hidden, token_stats_from_logits
 from ..theory import QUADRANTS, entropy_sensitivity, entropy_sensitivity_from_hidden, quadrant
 from .model import PackedBatch, lm_head_and_backbone, response_stats, uses_plain_lm_head
 
@@ -53,20 +54,28 @@ def reflection_stats(texts: Sequence[str], words: Sequence[str], num_tokens: flo
             "batch/reflection_per_1k_tokens": 1000 * count / max(num_tokens, 1.0)}
 
 
-@torch.no_grad()
-def sensitivity_of(model, batch: PackedBatch, temperature: float):
-    """``stare.theory.Sensitivity`` of every response token of ``batch`` under ``model``."""
+def sensitivity_of(model, batch: PackedBatch, temperature: float, entropy_grad: bool = False):
+    """``stare.theory.Sensitivity`` of every response token of ``batch`` under ``model``; with
+    ``entropy_grad`` also the entropies [B, T] with their graph to the weights, from the same forward."""
     position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
     p, t = batch.prompt_width, batch.response_ids.shape[1]
-    if uses_plain_lm_head(model):
-        head, backbone = lm_head_and_backbone(model)
-        hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids,
-                          use_cache=False).last_hidden_state[:, p - 1: p - 1 + t]
-        return entropy_sensitivity_from_hidden(hidden, head.weight, batch.response_ids, lm_head_bias=head.bias,
-                                               temperature=temperature)
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids,
-                   use_cache=False).logits[:, p - 1: p - 1 + t]
-    return entropy_sensitivity(logits, batch.response_ids, temperature=temperature)
+    with torch.set_grad_enabled(entropy_grad):
+        if uses_plain_lm_head(model):
+            head, backbone = lm_head_and_backbone(model)
+            hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                              position_ids=position_ids, use_cache=False).last_hidden_state[:, p - 1: p - 1 + t]
+            sens = entropy_sensitivity_from_hidden(hidden.detach(), head.weight.detach(), batch.response_ids,
+                                                   lm_head_bias=None if head.bias is None else head.bias.detach(),
+                                                   temperature=temperature)
+            ent = (token_stats_from_hidden(hidden, head.weight, batch.response_ids, lm_head_bias=head.bias,
+                                           temperature=temperature).entropy if entropy_grad else None)
+        else:
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids,
+                           use_cache=False).logits[:, p - 1: p - 1 + t]
+            sens = entropy_sensitivity(logits.detach(), batch.response_ids, temperature=temperature)
+            ent = (token_stats_from_logits(logits, batch.response_ids, temperature=temperature).entropy
+                   if entropy_grad else None)
+    return (sens, ent) if entropy_grad else sens
 
 
 class StepDiagnostics:
@@ -79,24 +88,25 @@ class StepDiagnostics:
         self.sub = packed.rows(rows)
         was = model.training
         model.eval()
-        self.sens = sensitivity_of(model, self.sub, temperature)
-        self.adv = advantages[rows].unsqueeze(-1).expand_as(self.sub.response_mask).to(self.sens.exact.dtype)
-        self.mask = self.sub.response_mask.bool()
-        self.weights = torch.ones_like(self.adv)
-        # parameter-space first order: gradient g of these rows' mean entropy w.r.t. the trainable weights;
-        # after the update, g . (theta_after - theta_before). Only g and the scalar g . theta_before are
-        # kept (float64, so the difference of two large dot products keeps its precision).
+        # parameter-space first order: gradient g of these rows' mean entropy w.r.t. the trainable weights
+        # (from the same forward as the sensitivities); after the update, g . (theta_after - theta_before).
+        # Only g and the scalar g . theta_before are kept (float64, so the difference of two large dot
+        # products keeps its precision).
         self.params = [p for p in params if p.requires_grad]
         self.grads = None
         if self.params:
-            with torch.enable_grad():
-                ent = response_stats(model, self.sub, temperature).entropy
-                m = self.mask[:, : ent.shape[1]]
-                h = (ent * m).sum() / m.sum().clamp(min=1)
-                grads = torch.autograd.grad(h, self.params, allow_unused=True)
+            self.sens, ent = sensitivity_of(model, self.sub, temperature, entropy_grad=True)
+            m = self.sub.response_mask[:, : ent.shape[1]].to(ent.dtype)
+            h = (ent * m).sum() / m.sum().clamp(min=1)
+            grads = torch.autograd.grad(h, self.params, allow_unused=True)
             self.grads = [None if g is None else g.detach() for g in grads]
             self.g_dot_before = self._g_dot_params()
+        else:
+            self.sens = sensitivity_of(model, self.sub, temperature)
         model.train(was)
+        self.adv = advantages[rows].unsqueeze(-1).expand_as(self.sub.response_mask).to(self.sens.exact.dtype)
+        self.mask = self.sub.response_mask.bool()
+        self.weights = torch.ones_like(self.adv)
 
     def _g_dot_params(self) -> float:
         return float(sum((g.double() * p.detach().double()).sum() for g, p in zip(self.grads, self.params)
