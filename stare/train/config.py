@@ -162,7 +162,8 @@ class LoggingConfig(_Section):
 
 class DiagnosticsConfig(_Section):
     enabled: bool = Field(False, description="per-step quadrants, sensitivity, predicted vs realised entropy change")
-    rows: int = Field(32, gt=0, description="responses per step the diagnostics look at (cost grows with it)")
+    rows: int = Field(16, gt=0, description="responses per step the diagnostics look at (cost grows with it; 16 keeps "
+                      "them under 10% of a testbed step, docs/diagnostics.md)")
     param_space: bool = Field(True, description="also predict the entropy change to first order in parameter "
                               "space (one extra forward/backward on the rows and a gradient-sized buffer)")
     dump_every: int = Field(0, ge=0, description="token dump (JSONL + HTML) period in steps (0: never)")
