@@ -20,6 +20,8 @@ Prompts are ours: reasoning-gym's system prompts can be used instead by key
 
 from __future__ import annotations
 
+import re
+
 import difflib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -29,6 +31,8 @@ from ..rewards.math import after_thinking, last_answer_tag, to_text
 from .base import Example, Score
 
 __all__ = ["DENYLIST", "GymTask", "available_tasks", "extract_tagged_answer"]
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 _HANDLER = Path(__file__).with_name("_gym_handler.py")
 
@@ -83,6 +87,8 @@ class GymTask:
 
     names: task names, "all" (``available_tasks()``), or a mapping name -> config overrides.
     size / test_size: problems per task in each split. seed: the training seed.
+    untagged_answer: "none" (a response without ``<answer>`` tags scores 0) or "last_number" (its last
+        number is verified instead, format flag False; for small models that ignore the tags).
     instruction: user-message template with ``{question}``; system_prompt: a key of
         ``reasoning_gym.utils.SYSTEM_PROMPTS`` to send as a system message instead.
     """
@@ -95,6 +101,7 @@ class GymTask:
         test_size: int = 100,
         seed: int = 0,
         partial_credit: bool = False,
+        untagged_answer: str = "none",
         instruction: str = DEFAULT_INSTRUCTION,
         system_prompt: str | None = None,
         timeout_s: float = 2.0,
@@ -136,6 +143,9 @@ class GymTask:
         self.sizes = {"train": size, "test": test_size}
         self.seeds = {"train": seed, "test": seed + TEST_SEED_OFFSET}
         self.partial_credit = partial_credit
+        if untagged_answer not in ("none", "last_number"):
+            raise ValueError(f"untagged_answer must be 'none' or 'last_number', got {untagged_answer!r}")
+        self.untagged_answer = untagged_answer
         self.instruction = instruction
         self.max_answer_chars = max_answer_chars
         self._cache: dict[str, list[Example]] = {}
@@ -189,23 +199,30 @@ class GymTask:
 
     # -- scoring ---------------------------------------------------------------------------------
 
-    def _prepare(self, example: Example, response: Any) -> tuple[Score | None, str | None]:
+    def _prepare(self, example: Example, response: Any) -> tuple[Score | None, str | None, bool]:
+        """(a final score, or None and the answer to verify, and whether the answer was tagged)."""
         answer = extract_tagged_answer(response)
+        if answer is None and self.untagged_answer == "last_number":
+            # small models that ignore the tag instruction: the last number of the text is the answer
+            # (opt-in; numeric tasks only make sense; the format flag of the score stays False)
+            found = _NUMBER.findall(after_thinking(to_text(response))[0][-self.max_answer_chars:])
+            if found:
+                return None, found[-1], False
         if answer is None:
-            return Score(0.0, 0.0, False, None), None
+            return Score(0.0, 0.0, False, None), None, False
         if len(answer) > self.max_answer_chars:
-            return Score(0.0, 0.0, True, answer[:200]), None
-        return None, answer
+            return Score(0.0, 0.0, True, answer[:200]), None, True
+        return None, answer, True
 
-    def _verdict(self, value: Any, answer: str) -> Score:
+    def _verdict(self, value: Any, answer: str, tagged: bool = True) -> Score:
         if isinstance(value, BaseException) or value.get("eval_blocked"):
-            return Score(0.0, 0.0, True, answer[:200])
+            return Score(0.0, 0.0, tagged, answer[:200])
         s = float(value["score"])
         acc = 1.0 if s >= 1.0 else 0.0
-        return Score(s if self.partial_credit else acc, acc, True, answer[:200])
+        return Score(s if self.partial_credit else acc, acc, tagged, answer[:200])
 
     def score(self, example: Example, response: Any) -> Score:
-        done, answer = self._prepare(example, response)
+        done, answer, tagged = self._prepare(example, response)
         if done is not None:
             return done
         m = example.meta
@@ -213,18 +230,18 @@ class GymTask:
             value = self.pool.call("score", m["gym"], m["config"], m["entry"], answer)
         except (CallTimeout, WorkerDied, WorkerError) as e:
             value = e
-        return self._verdict(value, answer)
+        return self._verdict(value, answer, tagged)
 
     def score_batch(self, examples: Sequence[Example], responses: Sequence[Any]) -> list[Score]:
         out: list[Score | None] = []
         todo = []
         for i, (ex, r) in enumerate(zip(examples, responses)):
-            done, answer = self._prepare(ex, r)
+            done, answer, tagged = self._prepare(ex, r)
             out.append(done)
             if done is None:
-                todo.append((i, answer))
-        args = [(examples[i].meta["gym"], examples[i].meta["config"], examples[i].meta["entry"], a) for i, a in todo]
+                todo.append((i, answer, tagged))
+        args = [(examples[i].meta["gym"], examples[i].meta["config"], examples[i].meta["entry"], a) for i, a, _ in todo]
         values = self.pool.map("score", args, on_error=lambda e, a: e) if args else []
-        for (i, answer), v in zip(todo, values):
-            out[i] = self._verdict(v, answer)
+        for (i, answer, tagged), v in zip(todo, values):
+            out[i] = self._verdict(v, answer, tagged)
         return out  # type: ignore[return-value]

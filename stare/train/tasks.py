@@ -46,7 +46,8 @@ def _math(cfg, long_cot: bool = False) -> Task:
 
 
 _GYM_OPTIONS = {"names": None, "size": 1000, "test_size": 100, "seed": 0, "partial_credit": False,
-                "system_prompt": None, "timeout_s": 2.0}
+                "system_prompt": None, "timeout_s": 2.0, "instruction": None,
+                "untagged_answer": "none"}
 
 
 def _gym(cfg) -> Task:
@@ -55,6 +56,8 @@ def _gym(cfg) -> Task:
     o = _options(cfg, _GYM_OPTIONS)
     if not o["names"]:
         raise ValueError("task 'gym' needs task.options.names (reasoning-gym task names)")
+    if o["instruction"] is None:
+        del o["instruction"]  # GymTask's own default
     return GymTask(o.pop("names"), **o)
 
 

@@ -93,6 +93,23 @@ def test_partial_credit_is_opt_in():
         t.close()
 
 
+def test_untagged_last_number_is_opt_in():
+    with pytest.raises(ValueError, match="untagged_answer"):
+        GymTask("chain_sum", untagged_answer="first_number")
+    t = GymTask("chain_sum", size=2, test_size=1, untagged_answer="last_number")
+    try:
+        ex = t.examples("train")[0]
+        right = t.score(ex, f"Adding up, 1 then 2, gives {ex.answer}.")
+        assert (right.acc, right.format_ok, right.pred) == (1.0, False, ex.answer)  # verified, flagged untagged
+        wrong = t.score(ex, f"The sum is {int(ex.answer) + 1}")
+        assert (wrong.acc, wrong.format_ok) == (0.0, False)
+        assert t.score(ex, "no number here").pred is None
+        tagged = t.score_batch([ex], [f"{int(ex.answer) + 5} <answer>{ex.answer}</answer>"])[0]
+        assert (tagged.acc, tagged.format_ok) == (1.0, True)  # a tag still wins over the last number
+    finally:
+        t.close()
+
+
 @pytest.mark.slow
 def test_every_available_verifier_accepts_its_oracle_without_eval():
     # About 20 s here (slow because of its generators): 3 problems of each of the 91 tasks; every
