@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The reproduction study on the CPU testbed (docs/results.md, docs/testbed.md): 8 methods x 3 seeds on
-# the packaged testbed config, two runs at a time, resumable (rerun the same command to continue), then
-# the check that KL-Cov is GRPO-ds on-policy (docs/results.md). ~100 minutes on 2 cores.
+# the packaged testbed config (400 steps), two runs at a time, resumable (rerun the same command to continue), then
+# the check that KL-Cov is GRPO-ds on-policy (docs/results.md). About 4 hours on 2 cores.
 set -euo pipefail
 OUT=${OUT:-runs/study}
 export OMP_WAIT_POLICY=PASSIVE
