@@ -93,7 +93,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     baseline = args.baseline or args.methods[0]
     result = aggregate(specs, baseline=baseline)
     (out / "summary.json").write_text(json.dumps(result, indent=1, default=str))
-    png = plot_aggregate(result["curves"], out / "curves.png", title=f"{', '.join(args.methods)}: mean of {len(args.seeds)} seeds, "
+    names = ", ".join(args.methods) if len(args.methods) <= 3 else f"{len(args.methods)} methods"  # the legend names them
+    png = plot_aggregate(result["curves"], out / "curves.png", title=f"{names}: mean of {len(args.seeds)} seeds, "
                          f"95% band, {result['smooth']}-step moving average")
     command = "stare compare " + " ".join([args.config, *args.overrides, "--methods", *args.methods, "--seeds",
                                            *map(str, args.seeds), "--out", args.out])
