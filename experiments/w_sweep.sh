@@ -8,7 +8,7 @@ common="method=stare_o1 seed=0 trainer.threads=1 trainer.save_every=0"
 for w in 10.0 1.1; do
   stare train "$CFG" $common algorithm.params.reweight_w=$w output_dir="$OUT/w$w"
 done
-# Not run for docs/testbed.md (no machine time left): the adaptive schedule from the paper's W = 1.1 with
-# a larger step and upper bound than the paper's (alpha 0.01, W_max 1.5, which cannot reach W = 5):
-#   stare train "$CFG" $common algorithm.params.reweight_w=1.1 algorithm.controller.adaptive=true \
-#     algorithm.controller.alpha=0.1 algorithm.controller.w_max=10 output_dir="$OUT/adaptive_wide"
+# the adaptive schedule from the paper's W = 1.1 with a larger step and upper bound than the paper's
+# (alpha 0.01, W_max 1.5, which cannot reach W = 5)
+stare train "$CFG" $common algorithm.params.reweight_w=1.1 algorithm.controller.adaptive=true \
+  algorithm.controller.alpha=0.1 algorithm.controller.w_max=10 output_dir="$OUT/adaptive_wide"
