@@ -27,9 +27,9 @@ __all__ = ["DEMO_CONFIG", "DEMO_METHODS", "DEMO_OVERRIDES", "run_demo"]
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "testbed.yaml"
 DEMO_METHODS = ("grpo_ds", "stare_o1")
 # The demo's cut of the default run, to finish within 10 minutes on 2 cores on a fresh machine (the base
-# model takes ~3 of them): 250 of the 400 steps, one held-out evaluation at the end. The 400-step,
+# model takes ~3 of them): 200 of the 400 steps, one held-out evaluation at the end. The 400-step,
 # 3-seed results of docs/testbed.md come from `stare compare` on the full configuration.
-DEMO_OVERRIDES = ("trainer.steps=250", "trainer.eval_every=0", "trainer.save_every=0")
+DEMO_OVERRIDES = ("trainer.steps=200", "trainer.eval_every=0", "trainer.save_every=0")
 
 
 def _config(method: str, out_dir: Path, overrides: list[str], threads: int) -> Config:
