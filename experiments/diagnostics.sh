@@ -20,3 +20,5 @@ stare train "$CFG" $cost diagnostics.enabled=true diagnostics.rows=32 diagnostic
 stare train "$CFG" $cost diagnostics.enabled=true diagnostics.rows=16 output_dir="$OUT/cost_param_rows16"
 stare train "$CFG" $cost output_dir="$OUT/cost_off"
 python experiments/summarize_diagnostics.py "$OUT"
+# the archive in experiments/results/
+python experiments/archive_results.py --diagnostics "$OUT"

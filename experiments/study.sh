@@ -13,14 +13,19 @@ stare compare "$CFG" --methods grpo_ds stare_o1 dapo stare_c2 steer clip_cov for
 stare train "$CFG" method=kl_cov seed=0 trainer.steps=30 trainer.threads=1 trainer.save_every=0 \
   output_dir="$OUT/kl_cov_30_steps"
 python - "$OUT" <<'PY'
-import json, sys
+import sys
+from stare.train.logging import read_metrics
 out = sys.argv[1]
-a = [json.loads(l) for l in open(f"{out}/kl_cov_30_steps/metrics.jsonl")]
-b = [json.loads(l) for l in open(f"{out}/grpo_ds/seed_0/metrics.jsonl")][:30]
+a = read_metrics(f"{out}/kl_cov_30_steps/metrics.jsonl")
+b = read_metrics(f"{out}/grpo_ds/seed_0/metrics.jsonl")[:30]
 keys = ["actor/entropy", "actor/pg_loss", "actor/grad_norm", "critic/score/mean", "response_length/mean"]
-print("KL-Cov == GRPO-ds bit for bit over 30 steps:", all(x[k] == y[k] for x, y in zip(a, b) for k in keys))
+same = len(a) == len(b) == 30 and all(x[k] == y[k] for x, y in zip(a, b) for k in keys)
+print("KL-Cov == GRPO-ds bit for bit over 30 steps:", same)
+sys.exit(0 if same else 1)
 PY
 # the two figures of docs/testbed.md and docs/results.md (aggregation only)
 stare compare "$CFG" --methods grpo_ds stare_o1 --seeds 0 1 2 --out "$OUT" --no-run --report-dir "$OUT/report_grpo_stare"
 stare compare "$CFG" --methods grpo_ds stare_o1 dapo stare_c2 steer clip_cov forking entropy_bonus --seeds 0 1 2 \
   --out "$OUT" --no-run --report-dir "$OUT/report_all"
+# the archive in experiments/results/ (configs, final values, curves of every run)
+python experiments/archive_results.py --study "$OUT"
