@@ -21,10 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stare.data import load_examples  # noqa: E402
-from stare.rewards import MathVerifier, normalize_answer  # noqa: E402
-from stare.tasks.gym import GymTask  # noqa: E402
-from stare.tools import Sandbox  # noqa: E402
+from stare.env.data import load_examples  # noqa: E402
+from stare.env.answers import normalize_answer
+from stare.env.verifiers.math import MathVerifier  # noqa: E402
+from stare.env.tasks.gym import GymTask  # noqa: E402
+from stare.env.tools import Sandbox  # noqa: E402
 
 ADVERSARIAL = {
     "9^{9^{9}}": r"\boxed{9^{9^{9}}}",

@@ -28,8 +28,8 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    from stare.tasks.testbed import AdditionTask
-    from stare.train.base_model import load_or_build
+    from stare.env.testbed import AdditionTask
+    from stare.env.testbed import load_or_build
 
     model, tok = load_or_build()
     task = AdditionTask()

@@ -1,5 +1,5 @@
 """Writes the repository's archive of the CPU experiments (experiments/results/, see its README) from run
-folders: each run's resolved config, its final values (``stare.report.compare.final_values``) and the
+folders: each run's resolved config, its final values (``stare.report.aggregate.final_values``) and the
 per-step metrics the figures plot, gzipped. Groups passed replace their entries; the others are kept.
 
     python experiments/archive_results.py --study runs/study --w-sweep runs/w_sweep --diagnostics runs/diagnostics
@@ -14,8 +14,8 @@ import io
 import json
 from pathlib import Path
 
-from stare.report.compare import final_values
-from stare.train.logging import read_metrics
+from stare.report.aggregate import final_values
+from stare.report.runs import read_metrics
 
 DEST = Path(__file__).resolve().parent / "results"
 CURVE_KEYS = ("actor/entropy", "critic/acc/mean", "response_length/mean", "stare/gate_on", "stare/target_entropy",

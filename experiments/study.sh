@@ -14,7 +14,7 @@ stare train "$CFG" method=kl_cov seed=0 trainer.steps=30 trainer.threads=1 train
   output_dir="$OUT/kl_cov_30_steps"
 python - "$OUT" <<'PY'
 import sys
-from stare.train.logging import read_metrics
+from stare.report.runs import read_metrics
 out = sys.argv[1]
 a = read_metrics(f"{out}/kl_cov_30_steps/metrics.jsonl")
 b = read_metrics(f"{out}/grpo_ds/seed_0/metrics.jsonl")[:30]

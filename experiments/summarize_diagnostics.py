@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from stare.report.compare import _pearson
-from stare.train.logging import read_metrics
+from stare.report.aggregate import pearson
+from stare.report.runs import read_metrics
 
 QUADRANTS = ("pos_high_surprisal", "pos_low_surprisal", "neg_high_surprisal", "neg_low_surprisal")
 
@@ -31,7 +31,7 @@ def main(root: Path) -> None:
         real = [r["diag/realised_dH"] for r in recs]
         agree_p = sum(_sign(a) == _sign(b) for a, b in zip(p, real)) / len(recs)
         agree_q = sum(_sign(a) == _sign(b) for a, b in zip(q, real)) / len(recs)
-        print(f"| {d.name} | {len(recs)} | {_pearson(p, real):.3f} | {_pearson(q, real):.3f} | {agree_p:.2f} / {agree_q:.2f} |"
+        print(f"| {d.name} | {len(recs)} | {pearson(p, real):.3f} | {pearson(q, real):.3f} | {agree_p:.2f} / {agree_q:.2f} |"
               f" {sum(real) / len(real):.2e} | {sum(q) / len(q):.2e} |")
         row = [d.name]
         for name in QUADRANTS:

@@ -9,29 +9,21 @@ import sys
 import warnings
 
 
-def _quiet_transformers() -> None:
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .train.demo import run_demo
+    from .train.logging import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     run_demo(args.overrides, out_dir=args.out)
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train.config import load_config
+    from .train.logging import quiet_transformers
     from .train.trainer import Trainer
 
-    _quiet_transformers()
+    quiet_transformers()
     cfg = load_config(args.config, args.overrides)
     trainer = Trainer(cfg)
     progress = _progress_printer(cfg.trainer.steps) if cfg.logging.progress else None
@@ -59,9 +51,10 @@ def _progress_printer(total: int):
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .train.config import load_config
+    from .train.logging import quiet_transformers
     from .train.trainer import Trainer
 
-    _quiet_transformers()
+    quiet_transformers()
     cfg = load_config(args.config, args.overrides)
     trainer = Trainer(cfg)
     result = trainer.evaluate()
@@ -74,11 +67,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from .report.compare import aggregate, plan_runs, run_grid
+    from .report.aggregate import aggregate
     from .report.html import write_report
     from .report.plots import plot_aggregate
+    from .report.runs import plan_runs
     from .report.tables import markdown_table, summary_table
     from .train.config import load_config
+    from .train.scheduler import run_grid
 
     console = Console()
     # validate every combination before spending any compute

@@ -1,1 +1,2 @@
-"""Reports: figures, tables and multi-seed comparisons read from metrics files (no model needed)."""
+"""Reports from run folders, with no model and no trainer: ``runs`` (folder layout, metrics records),
+``aggregate`` (curves and final values over seeds, Welch tests), ``plots``, ``tables``, ``html``."""

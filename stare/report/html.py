@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import time
 from pathlib import Path
 from typing import Mapping
 
-from .tables import COLUMNS
+from .tables import COLUMNS, format_entry
 
 __all__ = ["write_report"]
 
@@ -18,17 +17,6 @@ _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222
         "margin:1em 0}td,th{border:1px solid #bbb;padding:.3em .6em;text-align:right}th{background:#f0f0f0}"
         "td:first-child,th:first-child{text-align:left}img{max-width:100%}code{background:#f4f4f4;padding:.1em .3em}"
         ".small{font-size:.85em;color:#555}")
-
-
-def _cell(entry: Mapping | None) -> str:
-    if not entry:
-        return "&ndash;"
-    ci = entry.get("ci95")
-    text = f"{entry['mean']:.3f}" + (f" &plusmn; {ci:.3f}" if ci is not None and math.isfinite(ci) else "")
-    p = entry.get("p_vs_baseline")
-    if p is not None:
-        text += f"<br><span class='small'>p = {p:.2g}</span>"
-    return text
 
 
 def write_report(result: Mapping, figures: Mapping[str, Path], out: Path, *, title: str, command: str = "",
@@ -39,7 +27,7 @@ def write_report(result: Mapping, figures: Mapping[str, Path], out: Path, *, tit
     for method in result["methods"]:
         s = result["summary"].get(method, {})
         n = max((e["n"] for e in s.values()), default=0)
-        rows.append(f"<tr><td>{html.escape(method)}</td><td>{n}</td>" + "".join(f"<td>{_cell(s.get(k))}</td>" for k, _ in cols)
+        rows.append(f"<tr><td>{html.escape(method)}</td><td>{n}</td>" + "".join(f"<td>{format_entry(s.get(k), html=True)}</td>" for k, _ in cols)
                     + "</tr>")
     head = "<tr><th>method</th><th>seeds</th>" + "".join(f"<th>{html.escape(label)}</th>" for _, label in cols) + "</tr>"
     per_seed = []

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-__all__ = ["plot_runs", "series"]
+from .runs import series
+
+__all__ = ["plot_aggregate", "plot_runs"]
 
 PANELS = (
     ("actor/entropy", "batch entropy (nats)"),
@@ -20,19 +22,6 @@ PANELS = (
 )
 
 
-def series(records: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of ``key`` (a prefix ending in '@' matches the first key that starts with it)."""
-    xs, ys = [], []
-    for r in records:
-        k = key
-        if key.endswith("@"):
-            k = next((name for name in r if name.startswith(key)), None)
-        if k is not None and r.get(k) is not None:
-            xs.append(r["step"])
-            ys.append(float(r[k]))
-    return xs, ys
-
-
 def plot_runs(runs: Mapping[str, Sequence[Mapping]], out: Path, *, band: float = 0.35, title: str = "") -> Path:
     """One PNG with a panel per quantity; ``band`` draws target x (1 +- band) where a target is logged."""
     import matplotlib
@@ -40,18 +29,20 @@ def plot_runs(runs: Mapping[str, Sequence[Mapping]], out: Path, *, band: float =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(k, label) for k, label in PANELS if any(series(r, k)[0] for r in runs.values())]
+    panels = [(k, label) for k, label in PANELS if any(series(r, k) for r in runs.values())]
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.4 * len(panels)), sharex=True, squeeze=False)
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     colors = {name: palette[i % len(palette)] for i, name in enumerate(runs)}  # one colour per run, all panels
     for ax, (key, label) in zip(axes[:, 0], panels):
         for name, records in runs.items():
-            xs, ys = series(records, key)
+            points = series(records, key)
+            xs, ys = list(points), list(points.values())
             if xs:
                 ax.plot(xs, ys, label=name, lw=1.2, color=colors[name], marker="o" if len(xs) < 12 else None, ms=3,
                         drawstyle="steps-post" if key == "stare/gate_on" else "default")
             if key == "actor/entropy":
-                tx, ty = series(records, "stare/target_entropy")
+                target = series(records, "stare/target_entropy")
+                tx, ty = list(target), list(target.values())
                 if tx:
                     ax.plot(tx, ty, ls="--", lw=0.8, color="k", label=f"{name} target" if len(runs) > 1 else "target")
                     ax.fill_between(tx, [t * (1 - band) for t in ty], [t * (1 + band) for t in ty], color="k", alpha=0.08,

@@ -1,10 +1,11 @@
-"""Text tables of a comparison (``stare.report.compare.aggregate`` output)."""
+"""Tables of a comparison (``stare.report.aggregate.aggregate`` output): rich, Markdown, and the cell format
+the HTML report shares."""
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["summary_table", "markdown_table", "COLUMNS"]
+__all__ = ["COLUMNS", "format_entry", "markdown_table", "summary_table"]
 
 COLUMNS = (
     ("final_entropy", "final entropy"),
@@ -20,14 +21,16 @@ COLUMNS = (
 )
 
 
-def _fmt(entry: dict | None) -> str:
+def format_entry(entry: dict | None, *, html: bool = False) -> str:
+    """"mean ± ci (p=...)" of one summary entry; ``html`` puts the p-value on its own small line."""
     if not entry:
-        return "-"
+        return "&ndash;" if html else "-"
     ci = entry.get("ci95")
-    text = f"{entry['mean']:.3f}" + (f" ± {ci:.3f}" if ci is not None and math.isfinite(ci) else "")
+    pm = " &plusmn; " if html else " ± "
+    text = f"{entry['mean']:.3f}" + (f"{pm}{ci:.3f}" if ci is not None and math.isfinite(ci) else "")
     p = entry.get("p_vs_baseline")
     if p is not None:
-        text += f" (p={p:.2g})"
+        text += f"<br><span class='small'>p = {p:.2g}</span>" if html else f" (p={p:.2g})"
     return text
 
 
@@ -44,7 +47,7 @@ def summary_table(result: dict):
     for method in result["methods"]:
         s = result["summary"].get(method, {})
         n = max((e["n"] for e in s.values()), default=0)
-        table.add_row(method, str(n), *[_fmt(s.get(k)) for k, _ in cols])
+        table.add_row(method, str(n), *[format_entry(s.get(k)) for k, _ in cols])
     return table
 
 
@@ -56,5 +59,5 @@ def markdown_table(result: dict) -> str:
     for method in result["methods"]:
         s = result["summary"].get(method, {})
         n = max((e["n"] for e in s.values()), default=0)
-        lines.append(f"| {method} | {n} | " + " | ".join(_fmt(s.get(k)) for k, _ in cols) + " |")
+        lines.append(f"| {method} | {n} | " + " | ".join(format_entry(s.get(k)) for k, _ in cols) + " |")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..objectives import get_objective, make_params
-from ..tasks.testbed import TestbedConfig
+from ..env.testbed import TestbedConfig
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_overrides"]
 
@@ -48,7 +48,7 @@ class ModelConfig(_Section):
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu' or 'cuda[:i]'")
     chat_template: bool = Field(True, description="render chat-message prompts with the tokenizer's template")
     lora: LoraConfig = LoraConfig()
-    testbed: dict[str, Any] = Field(default_factory=dict, description="overrides of stare.tasks.testbed."
+    testbed: dict[str, Any] = Field(default_factory=dict, description="overrides of stare.env.testbed."
                                     "TestbedConfig (task data and base model; defaults cited there)")
 
     @model_validator(mode="after")

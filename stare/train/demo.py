@@ -14,12 +14,11 @@ any key can be overridden on the command line (``stare demo trainer.steps=100 se
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
 
-from .config import Config, load_config
+from .config import load_config
 
 __all__ = ["DEMO_CONFIG", "DEMO_METHODS", "DEMO_OVERRIDES", "run_demo"]
 
@@ -32,88 +31,38 @@ DEMO_METHODS = ("grpo_ds", "stare_o1")
 DEMO_OVERRIDES = ("trainer.steps=200", "trainer.eval_every=0", "trainer.save_every=0")
 
 
-def _config(method: str, out_dir: Path, overrides: list[str], threads: int) -> Config:
-    return load_config(DEMO_CONFIG, [*DEMO_OVERRIDES, *overrides] + [f"method={method}", f"output_dir={out_dir}",
-                                                       f"trainer.threads={threads}", "trainer.resume=false",
-                                                       "logging.progress=false"])
-
-
-def _child(cfg_json: str) -> None:
-    import warnings
-
-    from ..inert import InertKnobWarning
-    from .config import Config
-    from .trainer import Trainer
-
-    warnings.simplefilter("ignore", InertKnobWarning)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    cfg = Config.model_validate_json(cfg_json)
-    Trainer(cfg, log=lambda msg: None).train()
-
-
-def _count_lines(path: Path) -> int:
-    try:
-        with open(path) as f:
-            return sum(1 for _ in f)
-    except FileNotFoundError:
-        return 0
-
-
 def run_demo(overrides: list[str] | None = None, out_dir: str | None = None) -> dict:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
 
+    from ..env.testbed import load_or_build
     from ..report.plots import plot_runs
-    from .base_model import load_or_build
-    from .logging import read_metrics
+    from ..report.runs import plan_runs, read_metrics
+    from .scheduler import run_grid
 
     console = Console()
-    overrides = overrides or []
+    overrides = [*DEMO_OVERRIDES, *(overrides or [])]
     root = Path(out_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     root.mkdir(parents=True, exist_ok=True)
+    first = load_config(DEMO_CONFIG, overrides + [f"method={DEMO_METHODS[0]}"])  # validates the overrides
     parallel = (os.cpu_count() or 1) >= 2
-    threads = 1 if parallel else (os.cpu_count() or 1)
-    cfgs = {m: _config(m, root / m, overrides, threads) for m in DEMO_METHODS}
     t0 = time.time()
 
     # 1. the base model (built once here so that the two runs load it from the cache)
-    first = next(iter(cfgs.values()))
     if first.model.name_or_path == "testbed":
         load_or_build(first.model.testbed_config(), log=lambda m: console.print(m))
     t_base = time.time() - t0
 
-    # 2. the two runs
-    ctx = mp.get_context("spawn")
+    # 2. the two runs, side by side when two cores are available (one torch thread each)
+    specs = plan_runs(root, DEMO_METHODS, [first.seed])
     steps = first.trainer.steps
-    with Progress(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
-        tasks = {name: progress.add_task(name, total=steps) for name in cfgs}
-        pending = list(cfgs.items())
-        running: dict[str, mp.Process] = {}
-        failed = []
-        while pending or running:
-            while pending and (len(running) < (2 if parallel else 1)):
-                name, cfg = pending.pop(0)
-                p = ctx.Process(target=_child, args=(cfg.model_dump_json(),), name=name)
-                p.start()
-                running[name] = p
-            for name, p in list(running.items()):
-                progress.update(tasks[name], completed=_count_lines(Path(cfgs[name].output_dir) / "metrics.jsonl"))
-                if not p.is_alive():
-                    p.join()
-                    if p.exitcode != 0:
-                        failed.append(name)
-                    del running[name]
-            time.sleep(0.5)
+    failed = run_grid(str(DEMO_CONFIG), specs, overrides, workers=2 if parallel else 1, total_steps=steps,
+                      console=console)
     if failed:
-        raise RuntimeError(f"demo run(s) failed: {failed}; see their folders under {root}")
+        raise RuntimeError(f"demo run(s) failed: {[s.method for s in failed]}; see their folders under {root}")
 
     # 3. table, figures, summary
-    runs = {name: read_metrics(Path(cfg.output_dir) / "metrics.jsonl") for name, cfg in cfgs.items()}
+    runs = {spec.method: read_metrics(spec.out_dir / "metrics.jsonl") for spec in specs}
     summary = {"seconds_total": time.time() - t0, "seconds_base_model": t_base, "parallel": parallel, "runs": {}}
     table = Table(title=f"stare demo: testbed, {steps} steps, seed {first.seed}")
     table.add_column("method")

@@ -39,7 +39,7 @@ import torch
 
 from ..stats import token_stats_from_hidden, token_stats_from_logits
 from ..theory import QUADRANTS, entropy_sensitivity, entropy_sensitivity_from_hidden, quadrant
-from .model import PackedBatch, lm_head_and_backbone, response_stats, uses_plain_lm_head
+from ..lm import PackedBatch, lm_head_and_backbone, response_stats, uses_plain_lm_head
 
 __all__ = ["reflection_stats", "sensitivity_of", "StepDiagnostics", "write_token_dump"]
 

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["MetricsLogger", "read_metrics"]
+__all__ = ["MetricsLogger", "quiet_transformers"]
 
 
 def _clean(v: Any) -> Any:
@@ -82,6 +82,11 @@ class MetricsLogger:
             self._trackio.finish()
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """All records of a metrics.jsonl file."""
-    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+def quiet_transformers() -> None:
+    """Silence transformers' progress bars and info messages (command line and child processes)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()

@@ -3,7 +3,7 @@
 A *backend* turns token contexts into ``Generation`` objects (token ids, text, finish reason "eos" /
 "stop" / "length"); ``HFBackend`` wraps Hugging Face ``generate`` (KV cache on). ``sample`` draws n
 single-turn responses per prompt; ``sample_with_tools`` runs the agent loop of
-``stare.tasks.tool_use.run_tool_episodes`` (tool output tokens get loss mask 0).
+``stare.env.tasks.tool_use.run_tool_episodes`` (tool output tokens get loss mask 0).
 
 Randomness comes from torch's global generator, which the trainer seeds and checkpoints, so a resumed
 run samples exactly what an uninterrupted one would.
@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from ..tasks.tool_use import Generation, run_tool_episodes
+from ..env.tasks.tool_use import Generation, run_tool_episodes
 
 __all__ = ["Samples", "HFBackend", "sample", "sample_with_tools"]
 

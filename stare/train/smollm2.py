@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .base_model import cache_root
+from ..env.cache import cache_root
 
 __all__ = ["smollm2_path", "gguf_file"]
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from ..checks import unknown_name_error
-from ..tasks.base import Example, Task
+from ..env.base import Example, Task
 
 __all__ = ["make_task", "encode_prompt", "TASKS"]
 
 
 def _testbed(cfg) -> Task:
-    from ..tasks.testbed import AdditionTask
+    from ..env.testbed import AdditionTask
 
     if cfg.task.options:
         raise ValueError(f"task 'testbed' takes no options, got {sorted(cfg.task.options)}")
@@ -32,8 +32,8 @@ _MATH_OPTIONS = {"train": None, "test": None, "template": "boxed", "limit": None
 
 
 def _math(cfg, long_cot: bool = False) -> Task:
-    from ..rewards.math import MathVerifier
-    from ..tasks.math import MathTask
+    from ..env.verifiers.math import MathVerifier
+    from ..env.tasks.math import MathTask
 
     o = _options(cfg, _MATH_OPTIONS)
     if not o["train"]:
@@ -51,7 +51,7 @@ _GYM_OPTIONS = {"names": None, "size": 1000, "test_size": 100, "seed": 0, "parti
 
 
 def _gym(cfg) -> Task:
-    from ..tasks.gym import GymTask
+    from ..env.tasks.gym import GymTask
 
     o = _options(cfg, _GYM_OPTIONS)
     if not o["names"]:
@@ -65,8 +65,8 @@ _TOOL_OPTIONS = {"train": None, "test": None, "limit": None, "max_turns": 4, "ve
 
 
 def _tool_use(cfg) -> Task:
-    from ..rewards.math import MathVerifier
-    from ..tasks.tool_use import ToolUseMathTask
+    from ..env.verifiers.math import MathVerifier
+    from ..env.tasks.tool_use import ToolUseMathTask
 
     o = _options(cfg, _TOOL_OPTIONS)
     if not o["train"]:
@@ -86,7 +86,7 @@ TASKS = {
 
 def make_task(cfg) -> Task:
     """A registered task by name, or a user's task from an import path ``package.module:factory``
-    (``factory(cfg)`` returns an object with the ``stare.tasks.Task`` interface)."""
+    (``factory(cfg)`` returns an object with the ``stare.env.Task`` interface)."""
     name = cfg.task.name
     if ":" in name:
         import importlib

@@ -35,17 +35,17 @@ from ..control import AdaptiveEntropyCoef, StareController
 from ..metrics import StatAccumulator
 from ..objectives import PolicyBatch, fit_plan, get_objective, make_params, policy_loss
 from ..surrogate import LossNormalizer
-from ..tasks.base import Example, score_all
+from ..env.base import Example, score_all
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, dump_config
 from .diagnostics import StepDiagnostics, reflection_stats, write_token_dump
 from .evaluate import summarize_by_source
 from .logging import MetricsLogger
-from .model import PackedBatch, pack, response_stats
+from ..lm import PackedBatch, pack, response_stats
 from .rollout import HFBackend, sample, sample_with_tools
 from .tasks import encode_prompt, make_task
-from ..rewards.overlong import OverlongConfig
-from ..tasks.base import tool_env_of
+from ..env.overlong import OverlongConfig
+from ..env.base import tool_env_of
 
 __all__ = ["Trainer", "TrainingAborted", "load_model"]
 
@@ -67,7 +67,7 @@ def load_model(cfg: Config, log: Callable = print):
     """(model, tokenizer) from the config: the testbed base model, or any Hugging Face causal LM."""
     dtype = getattr(torch, cfg.model.dtype)
     if cfg.model.name_or_path == "testbed":
-        from .base_model import load_or_build
+        from ..env.testbed import load_or_build
 
         model, tok = load_or_build(cfg.model.testbed_config(), log=log)
     else:

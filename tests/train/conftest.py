@@ -3,7 +3,7 @@ test task whose reward depends on the sampled text, so that even an untrained mo
 
 import pytest
 
-from stare.tasks.base import Example, Score
+from stare.env.base import Example, Score
 from stare.train import tasks as task_registry
 
 TINY_TESTBED = {"hidden_size": 32, "layers": 1, "heads": 2, "sft_steps": 20, "sft_examples": 500,

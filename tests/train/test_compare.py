@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from stare.report.compare import aggregate, final_values, plan_runs, run_grid
-from stare.train.logging import read_metrics
+from stare.report.aggregate import aggregate, final_values
+from stare.report.runs import plan_runs, read_metrics
+from stare.train.scheduler import run_grid
 
 from conftest import TINY_TESTBED
 
@@ -55,9 +56,9 @@ def test_final_values_and_confidence_band():
     fv = final_values(recs, tail=2)
     assert fv["final_entropy"] == pytest.approx(0.375) and fv["entropy_ratio"] == pytest.approx(1 / 0.375)
     assert fv["heldout_acc"] == 0.5 and fv["pass@4"] == 0.9
-    from stare.report.compare import _mean_ci
+    from stare.report.aggregate import mean_ci
 
-    m, ci = _mean_ci([1.0, 2.0, 3.0])
+    m, ci = mean_ci([1.0, 2.0, 3.0])
     # sd = 1, t(0.975, 2) = 4.3027: ci = 4.3027 / sqrt(3) = 2.4841
     assert m == 2.0 and ci == pytest.approx(2.4841, abs=1e-4)
 
@@ -65,7 +66,7 @@ def test_final_values_and_confidence_band():
 def test_html_report_embeds_figures_and_names_every_method(tmp_path):
     import base64
 
-    from stare.report.compare import RunSpec
+    from stare.report.runs import RunSpec
     from stare.report.html import write_report
     from stare.report.plots import plot_aggregate
 
@@ -91,7 +92,7 @@ def test_html_report_embeds_figures_and_names_every_method(tmp_path):
 
 
 def test_band_adherence():
-    from stare.report.compare import band_adherence
+    from stare.report.aggregate import band_adherence
 
     # target 1.0; the gate first engages at step 2; entropies from there: 0.8, 1.2, 1.5 -> deviations
     # -0.2, +0.2, +0.5: two of three within +-35%, largest 0.5; window 2 moving means: -0.2, 0, 0.35
@@ -111,11 +112,12 @@ def test_band_adherence():
 
 
 def test_series_smoothing_and_pass_at_max():
-    from stare.report.compare import _series, _smooth
+    from stare.report.aggregate import _smooth
+    from stare.report.runs import series
 
     recs = [{"step": 1, "x": 1.0}, {"step": 2, "x": 3.0}, {"step": 3, "x": 5.0, "val/pass@1": 0.2, "val/pass@16": 0.9,
                                                           "val/pass@4": 0.5}]
     # trailing window 2: 1, (1+3)/2, (3+5)/2
-    assert _smooth(_series(recs, "x"), 2) == {1: 1.0, 2: 2.0, 3: 4.0}
-    assert _series(recs, "val/pass@max") == {3: 0.9}  # the largest k, not the first key
+    assert _smooth(series(recs, "x"), 2) == {1: 1.0, 2: 2.0, 3: 4.0}
+    assert series(recs, "val/pass@max") == {3: 0.9}  # the largest k, not the first key
     assert _smooth({}, 5) == {}

@@ -3,7 +3,7 @@ tool-output tokens are masked out of the loss, also through the trainer."""
 
 import torch
 
-from stare.tasks.base import Example, Score
+from stare.env.base import Example, Score
 from stare.train.config import load_config
 from stare.train.rollout import HFBackend, sample, sample_with_tools
 from stare.train.trainer import Trainer

@@ -14,7 +14,7 @@ import torch
 
 from stare.train.checkpoint import latest_checkpoint
 from stare.train.config import load_config
-from stare.train.logging import read_metrics
+from stare.report.runs import read_metrics
 from stare.train.trainer import Trainer, TrainingAborted
 
 from conftest import tiny_overrides

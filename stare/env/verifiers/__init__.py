@@ -1,0 +1,1 @@
+"""Verifiers with time limits: ``math`` (math-verify in worker processes, never ``eval``)."""

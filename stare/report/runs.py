@@ -1,0 +1,58 @@
+"""Run folders as the reports see them: where a run lives, whether it finished, its metrics records.
+
+A run folder holds ``config.yaml``, ``metrics.jsonl`` (one JSON record per step, ``{"step": n, ...}``),
+TensorBoard logs, checkpoints, and ``DONE`` once a scheduled run has finished. Comparisons lay runs out
+as ``<out>/<method>/seed_<s>``. Nothing here needs a model or the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+__all__ = ["RunSpec", "plan_runs", "read_metrics", "series"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a comparison: a method preset, a seed and its folder."""
+
+    method: str
+    seed: int
+    out_dir: Path
+
+    @property
+    def done(self) -> bool:
+        return (self.out_dir / "DONE").exists()
+
+
+def plan_runs(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]:
+    return [RunSpec(m, s, Path(out) / m / f"seed_{s}") for m in methods for s in seeds]
+
+
+def read_metrics(path: Path, *, missing_ok: bool = False) -> list[dict]:
+    """All records of a ``metrics.jsonl`` file ([] for a missing file when ``missing_ok``)."""
+    path = Path(path)
+    if missing_ok and not path.exists():
+        return []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def series(records: Sequence[Mapping], key: str) -> dict[int, float]:
+    """``{step: value}`` of one metric. A key ending in ``@`` matches the metric with that prefix
+    (``val/acc/mean@`` finds ``val/acc/mean@8``); ``val/pass@max`` takes each record's pass@k with the
+    largest k."""
+    out = {}
+    for r in records:
+        if key == "val/pass@max":
+            ks = [n for n in r if n.startswith("val/pass@")]
+            k = max(ks, key=lambda n: int(n.rsplit("@", 1)[1])) if ks else None
+        elif key.endswith("@"):
+            k = next((n for n in r if n.startswith(key)), None)
+        else:
+            k = key
+        if k is not None and r.get(k) is not None:
+            out[r["step"]] = float(r[k])
+    return out

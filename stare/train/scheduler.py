@@ -1,0 +1,84 @@
+"""The run scheduler: train methods x seeds, each in its own process, resumable.
+
+Each (method, seed) trains in a spawned process (one torch thread; as many at once as ``workers``,
+default the number of cores) into ``OUT/<method>/seed_<s>`` (``stare.report.runs.plan_runs``). A finished
+run leaves a ``DONE`` file and is skipped next time; an unfinished one resumes from its last checkpoint,
+so an interrupted comparison continues where it stopped. ``stare compare`` and ``stare demo`` both run
+their grids through ``run_grid``; the results are read back by ``stare.report``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..report.runs import RunSpec
+
+__all__ = ["run_grid"]
+
+
+def _run_one(config_path: str | None, overrides: list[str], spec_json: str) -> None:
+    import warnings
+
+    from ..inert import InertKnobWarning
+    from .config import load_config
+    from .logging import quiet_transformers
+    from .trainer import Trainer
+
+    warnings.simplefilter("ignore", InertKnobWarning)
+    quiet_transformers()
+    spec = json.loads(spec_json)
+    cfg = load_config(config_path, list(overrides) + [
+        f"method={spec['method']}", f"seed={spec['seed']}", f"output_dir={spec['out_dir']}", "trainer.threads=1",
+        "trainer.resume=true", "logging.progress=false"])
+    Trainer(cfg, log=lambda m: None).train()
+    (Path(spec["out_dir"]) / "DONE").write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def _lines(path: Path) -> int:
+    try:
+        with open(path) as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
+def run_grid(config_path: str | None, specs: Sequence[RunSpec], overrides: Sequence[str] = (), workers: int | None = None,
+             total_steps: int | None = None, console=None) -> list[RunSpec]:
+    """Train every unfinished run; returns the runs that failed (their folders keep their logs)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    workers = workers or max(1, os.cpu_count() or 1)
+    todo = [s for s in specs if not s.done]
+    ctx = mp.get_context("spawn")
+    failed: list[RunSpec] = []
+    running: dict[RunSpec, mp.Process] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False) as progress:
+        overall = progress.add_task(f"{len(specs)} runs ({len(specs) - len(todo)} already done)", total=len(specs),
+                                    completed=len(specs) - len(todo))
+        bars = {}
+        while todo or running:
+            while todo and len(running) < workers:
+                spec = todo.pop(0)
+                spec.out_dir.mkdir(parents=True, exist_ok=True)
+                p = ctx.Process(target=_run_one, args=(config_path, list(overrides), json.dumps(
+                    {"method": spec.method, "seed": spec.seed, "out_dir": str(spec.out_dir)})))
+                p.start()
+                running[spec] = p
+                bars[spec] = progress.add_task(f"  {spec.method} seed {spec.seed}", total=total_steps)
+            for spec, p in list(running.items()):
+                progress.update(bars[spec], completed=_lines(spec.out_dir / "metrics.jsonl"))
+                if not p.is_alive():
+                    p.join()
+                    if p.exitcode != 0 or not spec.done:
+                        failed.append(spec)
+                    progress.update(overall, advance=1)
+                    progress.remove_task(bars[spec])
+                    del running[spec]
+            time.sleep(0.5)
+    return failed
