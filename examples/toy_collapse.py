@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from stare import InertKnobWarning, PolicyBatch, StareController, grpo_advantages, policy_loss, token_stats_from_logits
+from stare import (InertKnobWarning, PolicyBatch, StareController, StareParams, StepData, grpo_advantages, policy_loss,
+                   token_stats_from_logits)
 
 
 @dataclass
@@ -52,14 +53,15 @@ def run(method: str, cfg: ToyConfig, target_ratio: float = 0.5, reweight_w: floa
         stats = token_stats_from_logits(z, tokens)
         mask = torch.ones(n, cfg.length)
         batch_entropy = stats.entropy.detach().mean().item()
+        params = StareParams(top_p_ratio=0.1, reweight_w=reweight_w, target_entropy_ratio=target_ratio)
         if method == "stare_o1":
-            if controller is None:  # target relative to the initial entropy
-                controller = StareController(target_entropy=target_ratio * batch_entropy, reweight_w=reweight_w)
-            controller.update(batch_entropy)
+            if controller is None:
+                controller = StareController(params)  # target: a ratio of the first step's entropy
+            controller.update(StepData(batch_entropy=batch_entropy, step=step))
         adv = grpo_advantages(reward, groups)
         batch = PolicyBatch(stats.log_prob, adv, mask, entropy=stats.entropy)
         if method == "stare_o1":
-            out = policy_loss("stare", batch, dict(top_p_ratio=0.1), state=controller.state())
+            out = policy_loss("stare", batch, params, state=controller.state())
         else:
             out = policy_loss("ppo", batch, dict(clip_ratio_high=0.28, clip_ratio_c=10.0))
         opt.zero_grad()

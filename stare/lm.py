@@ -12,12 +12,13 @@ path instead (``token_stats_from_logits``), which is still chunked after the mod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping
 
 import torch
 from torch import Tensor
 
-from .stats import TokenStats, token_stats_from_hidden, token_stats_from_logits
+from .stats import TokenStats, logit_statistics, token_stats_from_hidden, token_stats_from_logits
 
 __all__ = ["PackedBatch", "pack", "response_stats", "uses_plain_lm_head", "lm_head_and_backbone"]
 
@@ -77,9 +78,15 @@ def lm_head_and_backbone(model):
     return model.get_output_embeddings(), model.get_decoder()
 
 
+Stat = Callable[[Tensor, Tensor], Tensor]
+
+
 def response_stats(model, batch: PackedBatch, temperature: float, with_entropy: bool = True,
-                   chunk_size: int | None = None) -> TokenStats:
-    """log pi and entropy of each response token under ``model`` at ``temperature`` ([B, T] each)."""
+                   chunk_size: int | None = None, logit_stats: Mapping[str, Stat] | None = None,
+                   train_stats: Mapping[str, Stat] | None = None) -> TokenStats:
+    """log pi and entropy of each response token under ``model`` at ``temperature`` ([B, T] each), and in
+    ``extra`` the named statistics of the full logits (``stare.stats.logit_statistics``) from the same
+    forward: ``logit_stats`` without gradient, ``train_stats`` with it."""
     position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
     p, t = batch.prompt_width, batch.response_ids.shape[1]
     if uses_plain_lm_head(model):
@@ -87,9 +94,23 @@ def response_stats(model, batch: PackedBatch, temperature: float, with_entropy: 
         hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                           position_ids=position_ids, use_cache=False).last_hidden_state
         hidden = hidden[:, p - 1: p - 1 + t]
-        return token_stats_from_hidden(hidden, head.weight, batch.response_ids, lm_head_bias=head.bias,
-                                       temperature=temperature, with_entropy=with_entropy, chunk_size=chunk_size)
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids,
-                   use_cache=False).logits[:, p - 1: p - 1 + t]
-    return token_stats_from_logits(logits, batch.response_ids, temperature=temperature, with_entropy=with_entropy,
-                                   chunk_size=chunk_size)
+        stats = token_stats_from_hidden(hidden, head.weight, batch.response_ids, lm_head_bias=head.bias,
+                                        temperature=temperature, with_entropy=with_entropy, chunk_size=chunk_size)
+        source = {"hidden": hidden, "lm_head_weight": head.weight, "lm_head_bias": head.bias}
+    else:
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids,
+                       use_cache=False).logits[:, p - 1: p - 1 + t]
+        stats = token_stats_from_logits(logits, batch.response_ids, temperature=temperature,
+                                        with_entropy=with_entropy, chunk_size=chunk_size)
+        source = {"logits": logits}
+    if not (logit_stats or train_stats):
+        return stats
+    extra = {}
+    if logit_stats:
+        with torch.no_grad():
+            extra.update(logit_statistics(logit_stats, batch.response_ids, temperature=temperature,
+                                          chunk_size=chunk_size, **source))
+    if train_stats:
+        extra.update(logit_statistics(train_stats, batch.response_ids, temperature=temperature, chunk_size=chunk_size,
+                                      **source))
+    return replace(stats, extra=extra)

@@ -26,10 +26,11 @@ float64 on near-uniform, typical and peaked distributions).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "token_stats_from_hidden",
     "token_stats_reference",
     "default_chunk_rows",
+    "logit_statistics",
 ]
 
 # Elements per chunk buffer: 2**24 fp32 values = 64 MiB. The backward holds two such buffers.
@@ -46,10 +48,12 @@ CHUNK_ELEMENTS = 1 << 24
 
 @dataclass(frozen=True)
 class TokenStats:
-    """Per-token statistics, each shaped like the ``targets`` passed in."""
+    """Per-token statistics, each shaped like the ``targets`` passed in (``extra``: named statistics of
+    the full logits from ``logit_statistics``, shaped like ``targets`` or with a trailing dimension)."""
 
     log_prob: Tensor
     entropy: Tensor | None
+    extra: Mapping[str, Tensor] = field(default_factory=dict)
 
     @property
     def surprisal(self) -> Tensor:
@@ -309,3 +313,60 @@ def token_stats_reference(logits: Tensor, targets: Tensor, *, temperature: float
     log_prob = log_q.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
     entropy = -(log_q.exp() * log_q).sum(-1)
     return TokenStats(log_prob, entropy)
+
+
+def logit_statistics(
+    fns: Mapping[str, Callable[[Tensor, Tensor], Tensor]],
+    targets: Tensor,
+    *,
+    hidden: Tensor | None = None,
+    lm_head_weight: Tensor | None = None,
+    lm_head_bias: Tensor | None = None,
+    logits: Tensor | None = None,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> dict[str, Tensor]:
+    """Named statistics of the full next-token distribution at every position, one chunk at a time.
+
+    Each ``fn(z, ids)`` receives one chunk's logits divided by the temperature (``z`` [c, V], float32, or
+    float64 for float64 inputs) and the sampled ids [c], and returns [c] or [c, k]: the log-prob of the
+    token under a min-p renormalised distribution, the top-k log-probs, a nucleus entropy. The logits
+    come from ``hidden`` and the LM head, or from ``logits``. Under autograd each chunk runs inside
+    ``torch.utils.checkpoint``, so its logits are recomputed in the backward instead of being kept: the
+    statistics are differentiable and [N, V] never exists at once. Returns tensors shaped like
+    ``targets`` (plus any trailing dimension).
+    """
+    if not fns:
+        return {}
+    if (logits is None) == (hidden is None or lm_head_weight is None):
+        raise ValueError("logit_statistics needs either logits, or hidden and lm_head_weight")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    names = list(fns)
+    if logits is not None:
+        source, vocab = logits.reshape(-1, logits.shape[-1]), logits.shape[-1]
+    else:
+        source, vocab = hidden.reshape(-1, hidden.shape[-1]), lm_head_weight.shape[0]
+    dtype = _compute_dtype(source.dtype)
+    ids = targets.reshape(-1).long()
+    rows = chunk_size or default_chunk_rows(vocab)
+
+    def chunk(x: Tensor, w: Tensor | None, b: Tensor | None, tgt: Tensor) -> tuple[Tensor, ...]:
+        z = x if w is None else (x @ w.T if b is None else x @ w.T + b)
+        z = z.to(dtype) / temperature
+        return tuple(fns[name](z, tgt) for name in names)
+
+    grad = torch.is_grad_enabled() and (source.requires_grad or (lm_head_weight is not None and lm_head_weight.requires_grad))
+    parts: list[tuple[Tensor, ...]] = []
+    for i0 in range(0, source.shape[0], rows):
+        args = (source[i0:i0 + rows], None if logits is not None else lm_head_weight,
+                None if logits is not None else lm_head_bias, ids[i0:i0 + rows])
+        if grad:
+            parts.append(torch.utils.checkpoint.checkpoint(chunk, *args, use_reentrant=False))
+        else:
+            parts.append(chunk(*args))
+    out = {}
+    for k, name in enumerate(names):
+        value = torch.cat([p[k] for p in parts]) if parts else torch.zeros(0, dtype=dtype, device=source.device)
+        out[name] = value.view(*targets.shape, *value.shape[1:])
+    return out

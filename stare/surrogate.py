@@ -5,6 +5,8 @@
   policy loss (methods.md §1.2): log-ratio clamped to [-20, 20], ``l = max(-A r, -A clip(r))``, then
   for A < 0 ``min(l, -A c)``.
 * ``gspo_surrogate``: GSPO's length-normalised sequence ratio in its token form (arXiv 2507.18071).
+* ``kl_penalty``: per-token KL estimators between the policy and a reference model (verl's
+  ``kl_penalty``; ``k3`` is TRL's ``beta`` term).
 * ``aggregate``: verl's ``loss_agg_mode`` reductions. Given a ``LossNormalizer`` computed once for the
   whole mini-batch, each micro-batch is divided by the *mini-batch* denominators, so summing the
   micro-batch losses gives the exact mini-batch token mean (verl's legacy actor instead averages
@@ -29,15 +31,19 @@ from .selection import _all_reduce
 
 __all__ = [
     "AGG_MODES",
+    "KL_ESTIMATORS",
     "Surrogate",
     "clipped_surrogate",
     "gspo_surrogate",
+    "kl_penalty",
     "surrogate_stats",
     "LossNormalizer",
     "aggregate",
 ]
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+KL_ESTIMATORS = ("low_var_kl", "k1", "k2", "k3", "abs")
+LOW_VAR_KL_CLAMP = 10.0  # verl clamps its low-variance KL estimate to [-10, 10]
 LOG_RATIO_CLAMP = 20.0  # verl clamps log(pi/pi_old) to [-20, 20] before exp
 GSPO_LOG_RATIO_CLAMP = 10.0  # verl's GSPO clamps the sequence log-ratio at 10
 
@@ -57,11 +63,14 @@ def clipped_surrogate(
     log_prob: Tensor,
     old_log_prob: Tensor,
     advantages: Tensor,
-    clip_ratio_low: float,
-    clip_ratio_high: float,
+    clip_ratio_low: float | Tensor,
+    clip_ratio_high: float | Tensor,
     clip_ratio_c: float | None = None,
 ) -> Surrogate:
     """``max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))`` per token, dual-clipped at ``-A c`` for A < 0.
+
+    The bounds are numbers or tensors broadcastable to [B, T] (per-token bounds, e.g. wider for
+    high-entropy tokens).
 
     With ``old_log_prob = log_prob.detach()`` (on-policy) the ratio is exactly 1, clipping never
     triggers and the gradient is ``-A grad(log_prob)``.
@@ -97,6 +106,30 @@ def gspo_surrogate(
     loss = torch.maximum(unclipped, clipped)
     is_clipped = clipped > unclipped
     return Surrogate(loss, ratio, token_log_ratio, is_clipped, torch.zeros_like(is_clipped))
+
+
+def kl_penalty(log_prob: Tensor, ref_log_prob: Tensor, estimator: str = "low_var_kl") -> Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from the sampled token's log-probs (Schulman's k1, k2, k3).
+
+    With d = log pi_ref - log pi:  k1 = -d;  k2 = d^2 / 2;  k3 = exp(d) - d - 1 (non-negative, unbiased,
+    TRL's ``beta`` term);  ``low_var_kl`` = k3 of d clamped to [-20, 20], itself clamped to [-10, 10]
+    (verl's ``kl_penalty``);  ``abs`` = |d|.
+    """
+    d = ref_log_prob - log_prob
+    if estimator == "k1":
+        return -d
+    if estimator == "k2":
+        return 0.5 * d * d
+    if estimator == "abs":
+        return d.abs()
+    if estimator == "k3":
+        return torch.exp(d) - d - 1
+    if estimator == "low_var_kl":
+        d = torch.clamp(d, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+        return torch.clamp(torch.exp(d) - d - 1, -LOW_VAR_KL_CLAMP, LOW_VAR_KL_CLAMP)
+    from .checks import unknown_name_error
+
+    raise unknown_name_error("kl_estimator", estimator, KL_ESTIMATORS)
 
 
 def surrogate_stats(s: Surrogate, valid: Tensor) -> dict[str, Stat]:

@@ -17,15 +17,13 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from ..checks import unknown_name_error
-from ..control import StareController
 from ..objectives import get_objective, make_params
+from ..objectives.registry import Objective
 
-__all__ = ["as_mapping", "build_params", "build_controller", "CONTROLLER_KEYS"]
+__all__ = ["CONTROLLER_FILE", "as_mapping", "build_params", "check_loss_side"]
 
-#: Controller settings a user may configure; W and M start from the objective's ``reweight_w`` /
-#: ``reweight_m`` so that there is one source for each number.
-CONTROLLER_KEYS = ("target_entropy", "adaptive", "alpha", "w_max", "m_min")
+#: The controller's state in an engine's checkpoint folder (``stare.objectives.save_controller``).
+CONTROLLER_FILE = "stare_controller.pt"
 
 
 def as_mapping(value: Any, key: str) -> dict:
@@ -62,10 +60,13 @@ def build_params(objective: str, user: Mapping, owned: Mapping, where: Mapping[s
     return make_params(obj, merged)
 
 
-def build_controller(params: Any, settings: Mapping) -> StareController:
-    """A ``StareController`` whose W and M start at the objective's ``reweight_w`` / ``reweight_m``."""
-    for key in settings:
-        if key not in CONTROLLER_KEYS:
-            raise unknown_name_error("controller setting", str(key), CONTROLLER_KEYS)
-    start = {k: getattr(params, k) for k in ("reweight_w", "reweight_m") if hasattr(params, k)}
-    return StareController(**start, **dict(settings))
+def check_loss_side(objective: str | Objective, engine: str) -> Objective:
+    """The objective, if the engine can run it: its loss, controller and built-in inputs. Methods with
+    step-level hooks (rollout, rewards, advantages, update schedule, logit statistics) or extra per-token
+    inputs need the stare trainer; say so by name instead of running them half-way."""
+    obj = get_objective(objective)
+    if obj.step_hooks or obj.aux_needs:
+        what = ", ".join([*obj.step_hooks, *(f"input '{n}'" for n in sorted(obj.aux_needs))])
+        raise ValueError(f"objective '{obj.name}' acts at {', '.join(obj.acts_at)} through {what}, which only the "
+                         f"stare trainer runs (`stare train`); the {engine} plug-in runs loss-side methods")
+    return obj

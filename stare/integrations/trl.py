@@ -1,5 +1,6 @@
-"""TRL plug-in: ``StareGRPOTrainer``, a ``trl.GRPOTrainer`` that computes its loss with any objective of
-``stare.objectives`` and runs STARE's entropy gate, saved with each checkpoint.
+"""TRL plug-in: ``StareGRPOTrainer``, a ``trl.GRPOTrainer`` that computes its loss with any loss-side
+objective of ``stare.objectives`` and runs the method's controller (STARE's entropy gate, ...), saved with
+each checkpoint.
 
 TRL has no loss registry (ecosystem.md §1.2); the supported extension is a subclass that overrides
 ``_compute_loss``. This one keeps TRL's generation, rewards, advantages, batching, logging and
@@ -8,12 +9,12 @@ checkpointing, and changes three things:
 1. After TRL has generated and scored a generation batch, ``_generate_and_score_completions`` runs one
    no-grad forward of the pre-update policy over it (the "old log-prob pass" of verl and of the STARE
    reference code) to get per-token log-probs and entropies. From them it takes the batch entropy (a
-   token-weighted mean over all ranks), updates the ``StareController`` (same step, no lag), fits the
+   token-weighted mean over all ranks), updates the method's controller (same step, no lag), fits the
    selection plan when ``selection_scope="global"`` (over the generation batch of every rank), and fixes
    the loss denominators of the optimizer step (``LossNormalizer``).
 2. ``_compute_loss`` builds a ``PolicyBatch`` from TRL's tensors and returns ``stare.policy_loss``.
-3. ``_save_checkpoint`` writes the controller to ``stare_controller.json`` in the checkpoint folder and
-   ``_load_optimizer_and_scheduler`` reads it back (TRL's own convention, ``entropy_ctrl_state.json``).
+3. ``_save_checkpoint`` writes the controller to ``stare_controller.pt`` in the checkpoint folder and
+   ``_load_optimizer_and_scheduler`` reads it back (as TRL keeps its own ``entropy_ctrl_state.json``).
 
 Where it deviates from TRL's own behaviour:
 
@@ -24,6 +25,8 @@ Where it deviates from TRL's own behaviour:
   The denominators are those of the whole optimizer step on all ranks (TRL's ``grpo``, ``bnpo`` and
   ``dr_grpo`` normalise each micro-batch by its own size). Other loss types are rejected.
 * One extra forward per generation batch (the old log-prob pass) that TRL skips on-policy.
+* TRL's KL term (``beta``, k3 estimator against its reference model) is the objective's ``kl_coef`` with
+  ``kl_estimator="k3"``, aggregated with the step's denominators like the policy loss.
 * The batch entropy that drives the gate is the token-weighted mean of the old pass; TRL's adaptive
   entropy coefficient uses the previous step's (ecosystem.md §2).
 * Options whose effect lives inside TRL's own loss are refused with an error that names the objective
@@ -40,7 +43,6 @@ means).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,13 +52,11 @@ import torch.distributed as dist
 from trl import GRPOConfig, GRPOTrainer
 
 from ..metrics import Stat, StatAccumulator, mean_stat
-from ..objectives import PolicyBatch, fit_plan, get_objective, policy_loss
-from ..surrogate import LossNormalizer, aggregate
-from . import as_mapping, build_controller, build_params
+from ..objectives import PolicyBatch, StepData, fit_plan, load_controller, make_controller, policy_loss, save_controller
+from ..surrogate import LossNormalizer
+from . import CONTROLLER_FILE, as_mapping, build_params, check_loss_side
 
 __all__ = ["StareGRPOConfig", "StareGRPOTrainer", "TRL_METRIC_NAMES", "trl_metric_name", "CONTROLLER_FILE"]
-
-CONTROLLER_FILE = "stare_controller.json"
 
 #: Our raw statistic names -> TRL's flat keys. Names not listed keep their own (``stare/...``,
 #: ``quadrant/...``, ``clip_cov/...``): TRL has no counterpart, and they already carry a namespace.
@@ -69,6 +69,7 @@ TRL_METRIC_NAMES: dict[str, str | None] = {
     "pg_clipfrac": "clip_ratio/region_mean",
     "pg_clipfrac_lower": "clip_ratio/dual_clip_mean",
     "ppo_kl": "ppo_kl",
+    "kl_loss": "kl",
     "surprisal/mean": "surprisal",
     "weight/mean": "token_weight/mean",
     "weight/min": "token_weight/min",
@@ -86,8 +87,8 @@ def trl_metric_name(raw: str) -> str | None:
 
 @dataclass
 class StareGRPOConfig(GRPOConfig):
-    """``GRPOConfig`` plus the objective and its controller (each settable from a YAML file or the command
-    line; dicts may be given as JSON strings)."""
+    """``GRPOConfig`` plus the objective and its parameters, its controller's included (settable from a YAML
+    file or the command line; a dict may be given as a JSON string)."""
 
     stare_objective: str = field(
         default="stare",
@@ -96,13 +97,10 @@ class StareGRPOConfig(GRPOConfig):
     )
     stare_params: dict | str | None = field(
         default=None,
-        metadata={"help": "The objective's parameters (JSON object), e.g. {\"variant\": \"C2\"}. Clip bounds and "
-                          "aggregation come from epsilon, epsilon_high and loss_type."},
-    )
-    stare_controller: dict | str | None = field(
-        default=None,
-        metadata={"help": "STARE gate settings (JSON object): target_entropy (0.3), adaptive (false), alpha (0.01), "
-                          "w_max (1.5), m_min (0.5); defaults from hp-luo/STARE (methods.md §3.5)."},
+        metadata={"help": "The objective's parameters (JSON object), e.g. {\"variant\": \"C2\", \"target_entropy\": "
+                          "0.3}; for STARE they include the gate (target_entropy 0.3, adaptive false, alpha 0.01, w_max "
+                          "1.5, m_min 0.5; hp-luo/STARE, docs/methods.md §3.5). Clip bounds, aggregation and the KL "
+                          "term come from epsilon, epsilon_high, loss_type and beta."},
     )
 
 
@@ -134,21 +132,18 @@ class StareGRPOTrainer(GRPOTrainer):
         _refuse(a.use_vllm and a.vllm_importance_sampling_correction,
                 "vLLM importance-sampling correction is not supported; set vllm_importance_sampling_correction=False")
 
-        self.objective = get_objective(a.stare_objective)
+        self.objective = check_loss_side(a.stare_objective, "TRL")
         mode = _LOSS_TYPES[a.loss_type]
-        owned = {"clip_ratio_low": self.epsilon_low, "clip_ratio_high": self.epsilon_high, "loss_agg_mode": mode}
+        owned = {"clip_ratio_low": self.epsilon_low, "clip_ratio_high": self.epsilon_high, "loss_agg_mode": mode,
+                 "kl_coef": float(self.beta), "kl_estimator": "k3"}
         where = {"clip_ratio_low": "GRPOConfig.epsilon", "clip_ratio_high": "GRPOConfig.epsilon_high",
-                 "loss_agg_mode": "GRPOConfig.loss_type", "loss_scale_factor": "GRPOConfig.max_completion_length"}
+                 "loss_agg_mode": "GRPOConfig.loss_type", "loss_scale_factor": "GRPOConfig.max_completion_length",
+                 "kl_coef": "GRPOConfig.beta", "kl_estimator": "GRPOConfig.beta (TRL's k3 estimator)"}
         if a.loss_type == "dr_grpo":
             owned["loss_scale_factor"] = float(a.max_completion_length)
         self.objective_params = build_params(self.objective.name, as_mapping(a.stare_params, "stare_params"),
                                              owned, where)
-        settings = as_mapping(a.stare_controller, "stare_controller")
-        if "gate_on" in self.objective.state_keys:
-            self.controller = build_controller(self.objective_params, settings)
-        else:
-            _refuse(bool(settings), f"objective '{self.objective.name}' has no entropy gate; drop stare_controller")
-            self.controller = None
+        self.controller = make_controller(self.objective, self.objective_params)
         self._stare_plan: Any = None
         self._stare_normalizer: LossNormalizer | None = None
         self._stare_state: dict = {}
@@ -159,12 +154,8 @@ class StareGRPOTrainer(GRPOTrainer):
     def _distributed(self) -> bool:
         return self.accelerator.num_processes > 1 and dist.is_available() and dist.is_initialized()
 
-    def _step_state(self) -> dict:
-        keys = self.objective.state_keys
-        state = dict(self.controller.state()) if self.controller is not None else {}
-        if "seed" in keys:
-            state["seed"] = int(self.state.global_step)  # Clip-Cov: a new random subset each step
-        return {k: v for k, v in state.items() if k in keys}
+    def _controller_state(self) -> dict:
+        return {} if self.controller is None else self.controller.state()
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
@@ -192,14 +183,13 @@ class StareGRPOTrainer(GRPOTrainer):
         totals = self.accelerator.reduce(torch.stack([h.value, h.count]), reduction="sum")
         batch_entropy = float(totals[0] / totals[1].clamp(min=1))
         metrics = self._metrics["train"]
+        logged = {"stare/batch_entropy": batch_entropy}
         if self.controller is not None:
-            self.controller.update(batch_entropy)
-            metrics["stare/gate_on"].append(float(self.controller.gate_on))
-            metrics["stare/reweight_w"].append(self.controller.reweight_w)
-            metrics["stare/reweight_m"].append(self.controller.reweight_m)
-            metrics["stare/target_entropy"].append(self.controller.target_entropy)
-        metrics["stare/batch_entropy"].append(batch_entropy)
-        self._stare_state = self._step_state()
+            self.controller.update(StepData(batch_entropy=batch_entropy, step=int(self.state.global_step)))
+            logged.update(self.controller.metrics())
+        for name, value in logged.items():
+            metrics[name].append(value)
+        self._stare_state = self._controller_state()
 
         group = True if self._distributed() else None
         self._stare_normalizer = LossNormalizer.from_masks(mask, group=group, grads_averaged_over_ranks=True)
@@ -229,29 +219,21 @@ class StareGRPOTrainer(GRPOTrainer):
         batch = PolicyBatch(
             logps, inputs["advantages"].to(logps.dtype), mask, old_log_prob=old, entropy=entropies,
             old_entropy=inputs.get("stare_old_entropy"), on_policy=trl_old is None, row_ids=inputs.get("stare_row_ids"),
+            ref_log_prob=inputs.get("ref_per_token_logps") if self.beta != 0.0 else None,
         )
         out = policy_loss(
             self.objective, batch, self.objective_params,
-            state=self._stare_state if train else self._step_state(),
+            state=self._stare_state if train else self._controller_state(),
             plan=self._stare_plan if train else None,
             normalizer=self._stare_normalizer if train else None,
             validate=False,
         )
         loss = out.loss
-        p = self.objective_params
-        extra = {}
-        if self.beta != 0.0:
-            ref = inputs["ref_per_token_logps"]
-            per_token_kl = torch.exp(ref - logps) - (ref - logps) - 1  # TRL's k3 estimator
-            norm = self._stare_normalizer if train else None
-            loss = loss + self.beta * aggregate(per_token_kl, mask, p.loss_agg_mode, norm, p.loss_scale_factor)
-            extra["kl"] = mean_stat(per_token_kl, mask)
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * aux_loss / (self.current_gradient_accumulation_steps if train else 1)
 
         acc = self._stare_stats
         acc.add(out.stats)
-        acc.add(extra)
         acc.add({"entropy": mean_stat(entropies, mask)})
         acc.add({"policy_loss": _policy_loss_stat(out.pg_loss, self._stare_normalizer if train else None)})
         if not train or self.accelerator.sync_gradients:
@@ -276,16 +258,14 @@ class StareGRPOTrainer(GRPOTrainer):
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            with open(os.path.join(folder, CONTROLLER_FILE), "w") as f:
-                json.dump(self.controller.state_dict(), f)
+            save_controller(os.path.join(folder, CONTROLLER_FILE), self.controller)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if self.controller is not None and checkpoint is not None:
             path = os.path.join(checkpoint, CONTROLLER_FILE)
             if os.path.exists(path):
-                with open(path) as f:
-                    self.controller.load_state_dict(json.load(f))
+                load_controller(path, self.controller)
 
 
 def _policy_loss_stat(pg_loss: torch.Tensor, normalizer: LossNormalizer | None) -> Stat:

@@ -1,19 +1,22 @@
 """verl plug-in: the objectives of ``stare.objectives`` as verl policy losses.
 
 Importing this module (verl does it through the ``verl.plugins`` entry point on ``import verl``)
-registers one policy loss per objective with ``verl.trainer.ppo.core_algos.register_policy_loss``
-under the names of ``VERL_LOSS_NAMES``; ``actor_rollout_ref.actor.policy_loss.loss_mode=stare``
-selects one. Each loss converts verl's inputs into a ``PolicyBatch``, calls ``stare.policy_loss`` and
+registers one policy loss per registered objective with ``verl.trainer.ppo.core_algos.register_policy_loss``
+under the names of ``VERL_LOSS_NAMES`` (the objective's own name; ``stare_<name>`` for the algorithms
+verl also ships: PPO, GSPO, Clip-Cov, KL-Cov, 80/20); ``actor_rollout_ref.actor.policy_loss.loss_mode=stare``
+selects one. A method defined after ``import verl`` (a file of your own) is registered by calling
+``register_losses()`` after importing it; in Ray workers, load that file with verl's
+``actor_rollout_ref.model.external_lib``. Objectives whose hooks only the stare trainer runs
+(rollout, rewards, advantages, update schedule) are registered too, and say so when selected. Each loss converts verl's inputs into a ``PolicyBatch``, calls ``stare.policy_loss`` and
 maps the statistics onto verl's ``actor/`` names (``VERL_METRIC_NAMES``). The companion module
 ``stare.integrations.verl_trainer`` holds the trainer that runs the STARE gate.
 
 Configuration (``StarePolicyLossConfig``, a ``PolicyLossConfig`` subclass that verl's Hydra config
 instantiates through ``policy_loss._target_``):
 
-* ``policy_loss.params``: the objective's own parameters (``stare objectives`` lists them), e.g.
-  ``variant``, ``top_p_ratio``, ``reweight_w``, ``selection_scope``.
-* ``policy_loss.controller``: the STARE gate (``target_entropy``, ``adaptive``, ``alpha``, ``w_max``,
-  ``m_min``), read by the trainer on the driver.
+* ``policy_loss.params``: the objective's own parameters, its controller's included (``stare
+  objectives`` lists them), e.g. ``variant``, ``top_p_ratio``, ``reweight_w``, ``selection_scope``,
+  ``target_entropy``, ``adaptive``; the controller runs on the driver (``verl_trainer``).
 * verl's own keys keep their meaning: ``actor.clip_ratio_low`` / ``clip_ratio_high`` / ``clip_ratio_c``
   (clip and dual clip), ``actor.loss_agg_mode``, ``actor.loss_scale_factor``, and for Clip-Cov / KL-Cov
   ``policy_loss.clip_cov_ratio`` / ``clip_cov_lb`` / ``clip_cov_ub`` / ``kl_cov_ratio`` / ``ppo_kl_coef``
@@ -38,7 +41,8 @@ Where it deviates from verl's own losses:
 * verl averages a policy loss's metrics over micro-batches and ranks (a mean of means); ours are
   reported per micro-batch the same way, so under verl ``actor/stare/...`` are means of micro-batch
   fractions, and ``actor/token_weight/min`` / ``max`` means of micro-batch extremes.
-* The entropy bonus is not registered: verl adds ``entropy_coeff`` itself.
+* The entropy bonus is not registered: verl adds ``entropy_coeff`` itself. The KL term to a reference
+  model is verl's too (``actor.use_kl_loss``, ``kl_loss_coef``); ``kl_coef`` in ``params`` is refused.
 """
 
 from __future__ import annotations
@@ -53,9 +57,9 @@ from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, register_policy_lo
 from verl.workers.config import PolicyLossConfig
 
 from ..metrics import StatAccumulator
-from ..objectives import PolicyBatch, get_objective, policy_loss
+from ..objectives import PolicyBatch, list_objectives, policy_loss
 from ..surrogate import LossNormalizer
-from . import as_mapping, build_params
+from . import as_mapping, build_params, check_loss_side
 
 __all__ = [
     "VERL_LOSS_NAMES",
@@ -64,23 +68,18 @@ __all__ = [
     "loss_inputs",
     "objective_of",
     "params_from_config",
+    "register_losses",
     "stare_ppo_loss",
     "verl_metric_name",
 ]
 
-#: Our objective -> its verl ``loss_mode``. Objectives that verl also ships (PPO as ``vanilla``, GSPO,
-#: Clip-Cov, KL-Cov) get a ``stare_`` prefix so that verl's own stay reachable and untouched.
-VERL_LOSS_NAMES = {
-    "stare": "stare",
-    "steer": "steer",
-    "stapo": "stapo",
-    "entroadv": "entroadv",
-    "forking": "stare_forking",
-    "ppo": "stare_ppo",
-    "gspo": "stare_gspo",
-    "clip_cov": "stare_clip_cov",
-    "kl_cov": "stare_kl_cov",
-}
+#: Objectives whose algorithm verl also ships (PPO as ``vanilla``, GSPO, Clip-Cov, KL-Cov, the 80/20
+#: mask) are registered as ``stare_<name>``, so that verl's own stay reachable and untouched.
+PREFIXED = ("ppo", "gspo", "clip_cov", "kl_cov", "forking")
+#: Objectives not registered: verl adds the entropy bonus itself (``actor.entropy_coeff``).
+NOT_REGISTERED = ("entropy_bonus",)
+#: Our objective -> its verl ``loss_mode``, filled by ``register_losses``.
+VERL_LOSS_NAMES: dict[str, str] = {}
 
 #: Raw statistic names -> verl metric names (``None``: not reported). Others get ``actor/`` in front.
 #: ``entropy/mean`` is dropped because verl's trainer already reports ``actor/entropy``.
@@ -98,6 +97,10 @@ def verl_metric_name(raw: str) -> str | None:
     return VERL_METRIC_NAMES.get(raw, f"actor/{raw}")
 
 
+def verl_loss_name(objective: str) -> str:
+    return f"stare_{objective}" if objective in PREFIXED else objective
+
+
 def objective_of(loss_mode: str) -> str:
     """Our objective behind a registered verl ``loss_mode``."""
     for name, mode in VERL_LOSS_NAMES.items():
@@ -110,15 +113,14 @@ def objective_of(loss_mode: str) -> str:
 
 @dataclass
 class StarePolicyLossConfig(PolicyLossConfig):
-    """verl's ``PolicyLossConfig`` plus the objective's parameters and the STARE gate settings.
+    """verl's ``PolicyLossConfig`` plus the objective's parameters (its controller's included).
 
     Select it with ``actor_rollout_ref.actor.policy_loss._target_=stare.integrations.verl.StarePolicyLossConfig``
-    (the example in ``configs/verl/`` does). Defaults: empty, i.e. the objective's own defaults
-    (``stare.get_objective(name).params``, each citing its source) and ``StareController``'s.
+    (the example in ``configs/verl/`` does). Default: empty, i.e. the objective's own defaults
+    (``stare.get_objective(name).params``, each citing its source).
     """
 
     params: dict[str, Any] = field(default_factory=dict)
-    controller: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -146,9 +148,12 @@ def _config_get(config, key, default=None):
 
 def params_from_config(objective: str, config, loss_agg_mode: str):
     """The objective's parameters from verl's actor config (``ActorConfig`` or its ``DictConfig``)."""
-    obj = get_objective(objective)
+    obj = check_loss_side(objective, "verl")
     pl = config.policy_loss
     user = as_mapping(_config_get(pl, "params", {}), "actor.policy_loss.params")
+    if user.get("kl_coef"):
+        raise ValueError("actor.policy_loss.params.kl_coef: verl adds the KL term to the reference itself; set "
+                         "actor_rollout_ref.actor.use_kl_loss=true and kl_loss_coef / kl_loss_type instead")
     clip = _config_get(config, "clip_ratio", 0.2)
     info = _config_get(config, "global_batch_info", {})
     owned = {
@@ -221,17 +226,23 @@ def _make_loss(objective: str):
     return loss_fn
 
 
-def _register() -> None:
-    for objective, mode in VERL_LOSS_NAMES.items():
+def register_losses() -> dict[str, str]:
+    """Register every objective of the registry not yet known to verl (idempotent); returns
+    ``VERL_LOSS_NAMES``. Call it again after defining a method of your own."""
+    for objective in list_objectives():
+        if objective in NOT_REGISTERED or objective in VERL_LOSS_NAMES:
+            continue
+        mode = verl_loss_name(objective)
         existing = POLICY_LOSS_REGISTRY.get(mode)
-        if existing is not None:
-            if getattr(existing, "__module__", None) == __name__:
-                continue  # this module imported twice (e.g. once as a plug-in)
+        if existing is not None and getattr(existing, "__module__", None) != __name__:
             raise ValueError(f"verl already has a policy loss '{mode}' ({existing.__module__}); refusing to replace it")
-        register_policy_loss(mode)(_make_loss(objective))
+        if existing is None:
+            register_policy_loss(mode)(_make_loss(objective))
+        VERL_LOSS_NAMES[objective] = mode
+    return VERL_LOSS_NAMES
 
 
-_register()
+register_losses()
 
 
 # ---------------------------------------------------------------------------------------------------

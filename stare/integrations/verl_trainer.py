@@ -1,4 +1,5 @@
-"""verl plug-in, driver side: the V1 trainer that runs STARE's gate (``trainer.v1.trainer_mode=stare_sync``).
+"""verl plug-in, driver side: the V1 trainer that runs a method's controller, e.g. STARE's gate
+(``trainer.v1.trainer_mode=stare_sync``).
 
 ``StarePPOTrainer`` is verl's synchronous V1 trainer (``PPOTrainerSync``) with four additions, each a
 thin override around verl's own method:
@@ -6,16 +7,16 @@ thin override around verl's own method:
 * ``_setup``: after verl has built the workers, installs ``stare.integrations.verl.stare_ppo_loss``
   as the actor's loss function (``set_loss_fn``), so that the policy loss sees per-token entropies,
   the controller state and the plan (verl's loss signature has none of them).
-* ``_compute_old_log_prob``: after verl's old-log-prob pass, updates the ``StareController`` with the
-  batch entropy verl has just computed (``actor/entropy``: ``agg_loss`` of the old policy's per-token
-  entropy over the training batch with the actor's ``loss_agg_mode``, the quantity the STARE
-  reference trainer uses) and logs ``stare/gate_on``, ``stare/reweight_w``, ``stare/reweight_m``,
-  ``stare/batch_entropy``, ``stare/target_entropy``. Same step, no lag.
-* ``_update_actor``: puts the step's state (gate, W, M; Clip-Cov's seed) in ``batch.extra_info``;
+* ``_compute_old_log_prob``: after verl's old-log-prob pass, updates the method's controller (built by
+  ``stare.make_controller``, whatever the method) with the batch entropy verl has just computed
+  (``actor/entropy``: ``agg_loss`` of the old policy's per-token entropy over the training batch with
+  the actor's ``loss_agg_mode``, the quantity the STARE reference trainer uses) and the step, and logs
+  the controller's metrics (STARE: ``stare/gate_on``, ``stare/reweight_w``, ...). Same step, no lag.
+* ``_update_actor``: puts the controller's state (gate, W, M; Clip-Cov's seed) in ``batch.extra_info``;
   with ``selection_scope="global"`` also numbers the rows (field ``stare_row_ids``) and fits the
   selection plan on the driver over the whole training batch (all ranks' data is there), then lets
   verl run the update.
-* ``_save_checkpoint`` / ``_load_checkpoint``: the controller is saved as ``stare_controller.json`` in
+* ``_save_checkpoint`` / ``_load_checkpoint``: the controller is saved as ``stare_controller.pt`` in
   ``global_step_N/`` and read back on resume.
 
 Deviations: with several mini-batches per step (``ppo_mini_batch_size`` below the train batch, or
@@ -28,7 +29,6 @@ Importing this module imports verl's V1 trainer; verl does it through the ``verl
 
 from __future__ import annotations
 
-import json
 import os
 from functools import partial
 
@@ -39,15 +39,11 @@ from tensordict import TensorDict
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 from verl.utils.config import omega_conf_to_dataclass
 
-from ..control import StareController
-from ..objectives import PolicyBatch, fit_plan, get_objective
-from . import as_mapping, build_controller
+from ..objectives import PolicyBatch, StepData, fit_plan, get_objective, load_controller, make_controller, save_controller
+from . import CONTROLLER_FILE
 from .verl import objective_of, params_from_config, stare_ppo_loss
 
-__all__ = ["StarePPOTrainer", "CONTROLLER_FILE", "loss_settings", "driver_plan", "save_controller",
-           "load_controller", "controller_metrics", "step_state"]
-
-CONTROLLER_FILE = "stare_controller.json"
+__all__ = ["StarePPOTrainer", "loss_settings", "driver_plan"]
 
 
 def loss_settings(actor_config):
@@ -55,33 +51,7 @@ def loss_settings(actor_config):
     pl = actor_config.policy_loss
     objective = objective_of(pl.get("loss_mode") if hasattr(pl, "get") else pl.loss_mode)
     params = params_from_config(objective, actor_config, actor_config.get("loss_agg_mode", "token-mean"))
-    settings = as_mapping(pl.get("controller", None) if hasattr(pl, "get") else getattr(pl, "controller", None),
-                          "actor.policy_loss.controller")
-    if "gate_on" in get_objective(objective).state_keys:
-        return objective, params, build_controller(params, settings)
-    if settings:
-        raise ValueError(f"objective '{objective}' has no entropy gate; remove actor.policy_loss.controller")
-    return objective, params, None
-
-
-def step_state(objective: str, controller: StareController | None, global_step: int) -> dict:
-    """What the objective reads this step: the gate (STARE) or the random-subset seed (Clip-Cov)."""
-    keys = get_objective(objective).state_keys
-    state = dict(controller.state()) if controller is not None else {}
-    if "seed" in keys:
-        state["seed"] = int(global_step)
-    return {k: v for k, v in state.items() if k in keys}
-
-
-def controller_metrics(controller: StareController) -> dict[str, float]:
-    """The trainer-level statistics of the STARE reference trainer (methods.md §3.7)."""
-    return {
-        "stare/gate_on": float(controller.gate_on),
-        "stare/reweight_w": controller.reweight_w,
-        "stare/reweight_m": controller.reweight_m,
-        "stare/batch_entropy": controller.last_entropy,
-        "stare/target_entropy": controller.target_entropy,
-    }
+    return objective, params, make_controller(objective, params)
 
 
 def driver_plan(objective: str, params, padded, row_ids: torch.Tensor, state: dict):
@@ -98,26 +68,9 @@ def driver_plan(objective: str, params, padded, row_ids: torch.Tensor, state: di
     return fit_plan(objective, whole, params, state=state, group=None)
 
 
-def save_controller(folder: str, controller: StareController) -> str:
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, CONTROLLER_FILE)
-    with open(path, "w") as f:
-        json.dump(controller.state_dict(), f)
-    return path
-
-
-def load_controller(folder: str, controller: StareController) -> bool:
-    path = os.path.join(folder, CONTROLLER_FILE)
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        controller.load_state_dict(json.load(f))
-    return True
-
-
 @register_trainer("stare_sync")
 class StarePPOTrainer(PPOTrainerSync):
-    """verl's synchronous V1 trainer with STARE's controller (module docstring)."""
+    """verl's synchronous V1 trainer with the method's controller (module docstring)."""
 
     def __init__(self, config):
         actor = config.actor_rollout_ref.actor
@@ -139,12 +92,12 @@ class StarePPOTrainer(PPOTrainerSync):
             raise ValueError("stare needs verl's old-log-prob pass (it yields the batch entropy); "
                              "rollout_correction.bypass_mode is not supported")
         if self.stare_controller is not None:
-            self.stare_controller.update(metrics["actor/entropy"])
-            metrics.update(controller_metrics(self.stare_controller))
+            self.stare_controller.update(StepData(batch_entropy=float(metrics["actor/entropy"]), step=int(self.global_steps)))
+            metrics.update(self.stare_controller.metrics())
         return batch
 
     def _update_actor(self, batch, metrics):
-        state = step_state(self.stare_objective, self.stare_controller, self.global_steps)
+        state = {} if self.stare_controller is None else self.stare_controller.state()
         batch.extra_info["stare_state"] = state
         if self.stare_params.selection_scope == "global":
             fields = ["old_log_probs", "entropy", "advantages", "response_mask"]
@@ -169,11 +122,14 @@ class StarePPOTrainer(PPOTrainerSync):
         super()._save_checkpoint()
         if self.stare_controller is not None:
             folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
-            save_controller(folder, self.stare_controller)
+            os.makedirs(folder, exist_ok=True)
+            save_controller(os.path.join(folder, CONTROLLER_FILE), self.stare_controller)
 
     def _load_checkpoint(self):
         super()._load_checkpoint()
         if self.stare_controller is not None and self.global_steps > 0:
-            if not load_controller(self._checkpoint_folder(), self.stare_controller):
-                raise FileNotFoundError(f"no {CONTROLLER_FILE} in {self._checkpoint_folder()}: cannot resume "
-                                        "the STARE gate")
+            path = os.path.join(self._checkpoint_folder(), CONTROLLER_FILE)
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"no {CONTROLLER_FILE} in {self._checkpoint_folder()}: cannot resume the "
+                                        f"controller of '{self.stare_objective}'")
+            load_controller(path, self.stare_controller)

@@ -15,15 +15,15 @@ pi_old| on the top max(1, int(k * n_valid)) tokens by covariance.
 
 Deviations: the random subset is drawn with a counter-based hash of (seed, token id) instead of
 ``torch.randperm``: the same distribution (uniform without replacement), but reproducible and
-independent of the micro-batch split, which the global scope needs. Pass a different ``seed`` in the
-state each step (the trainer passes the step). KL-Cov clamps the log-ratio to [-20, 20] as the vanilla
+independent of the micro-batch split, which the global scope needs. Clip-Cov's controller
+(``ClipCovSeed``) draws a new seed each step from the run's seed and the step index. KL-Cov clamps the log-ratio to [-20, 20] as the vanilla
 loss does before exp. Unit pitfall: the original repo's ``k_percent`` is a percentage, verl's
 ``kl_cov_ratio`` (ours) a fraction.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,7 +31,8 @@ from ..checks import check_fraction
 from ..metrics import mean_stat
 from ..selection import apply_topk, fit_topk, floor_fraction, hash_uniform, masked_count, masked_sum
 from ..surrogate import LOG_RATIO_CLAMP, clipped_surrogate, surrogate_stats
-from .base import ClipParams, LossParams, Terms, clip_inert_knobs, register_objective
+from .contract import ClipParams, ControllerState, LossParams, StepData, Terms, clip_inert_knobs
+from .registry import Objective, register_objective
 
 
 def _means(view, group):
@@ -65,6 +66,24 @@ class ClipCovParams(ClipParams):
             raise ValueError(f"need clip_cov_lb < clip_cov_ub, got {self.clip_cov_lb}, {self.clip_cov_ub}")
 
 
+@dataclass
+class ClipCovSeed(ControllerState):
+    """A fresh random subset each step: ``seed = run seed * 1_000_003 + step`` (any step-unique value
+    would do; this one keeps runs with different seeds apart)."""
+
+    params: ClipCovParams = field(default_factory=ClipCovParams)
+    seed: int = 0
+
+    def update(self, data: StepData) -> None:
+        self.seed = int(data.seed) * 1_000_003 + int(data.step)
+
+    def state(self) -> dict:
+        return {"seed": self.seed}
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+
 def _view_clipped(view, p: ClipCovParams) -> torch.Tensor:
     """Tokens whose clip is already active, judged from the view (never, in global scope: ratio 1)."""
     ratio = torch.exp(torch.clamp(view.log_prob - view.old_log_prob, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
@@ -80,19 +99,11 @@ def _clip_cov_candidates(view, p: ClipCovParams, mean_adv, mean_logp) -> torch.T
 def clip_cov_fit(view, p: ClipCovParams, state, group):
     mean_adv, mean_logp = _means(view, group)
     cand = _clip_cov_candidates(view, p, mean_adv, mean_logp)
-    priority = hash_uniform(view.ids, int(state.get("seed", 0)))
+    priority = hash_uniform(view.ids, int(state["seed"]))
     k_of = floor_fraction(p.clip_cov_ratio, of=masked_count(view.valid, group))
     return {"mean_adv": mean_adv, "mean_logp": mean_logp, "topk": fit_topk(priority, cand, view.ids, k_of, group)}
 
 
-@register_objective(
-    "clip_cov",
-    params=ClipCovParams,
-    fit=clip_cov_fit,
-    state_keys=("seed",),
-    acts_at=("MASK",),
-    inert_on_policy=clip_inert_knobs,
-)
 def clip_cov_terms(batch, view, p: ClipCovParams, state, plan) -> Terms:
     """Clip-Cov: zero the loss of a random few tokens whose advantage-logprob covariance lies in (lb, ub)."""
     s = clipped_surrogate(
@@ -100,7 +111,7 @@ def clip_cov_terms(batch, view, p: ClipCovParams, state, plan) -> Terms:
         p.clip_ratio_c,
     )
     cand = _clip_cov_candidates(view, p, plan["mean_adv"], plan["mean_logp"])
-    priority = hash_uniform(view.ids, int(state.get("seed", 0)))
+    priority = hash_uniform(view.ids, int(state["seed"]))
     detached = apply_topk(priority, cand, view.ids, plan["topk"])
     weights = (~detached).to(s.loss.dtype)
     stats = surrogate_stats(s, batch.valid)
@@ -139,9 +150,6 @@ def _kl_cov_inert(p: KLCovParams) -> list[tuple[str, str]]:
              "|log pi - log pi_old| is identically 0 when the ratio is 1")]
 
 
-@register_objective(
-    "kl_cov", params=KLCovParams, fit=kl_cov_fit, acts_at=("LOSS-TERM",), inert_on_policy=_kl_cov_inert
-)
 def kl_cov_terms(batch, view, p: KLCovParams, state, plan) -> Terms:
     """KL-Cov: unclipped -A r, plus beta |log pi - log pi_old| on the top-k tokens by covariance."""
     log_ratio = torch.clamp(batch.log_prob - batch.ratio_denominator, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
@@ -157,3 +165,15 @@ def kl_cov_terms(batch, view, p: KLCovParams, state, plan) -> Terms:
         "pg_clipfrac": mean_stat(torch.zeros_like(sel), batch.valid),
     }
     return Terms(pg_loss=pg, stats=stats)
+
+
+CLIP_COV = register_objective(Objective(
+    "clip_cov", params=ClipCovParams, terms=clip_cov_terms, fit=clip_cov_fit, controller=ClipCovSeed,
+    acts_at=("MASK",), inert_on_policy=clip_inert_knobs,
+))
+
+
+KL_COV = register_objective(Objective(
+    "kl_cov", params=KLCovParams, terms=kl_cov_terms, fit=kl_cov_fit, acts_at=("LOSS-TERM",),
+    inert_on_policy=_kl_cov_inert,
+))

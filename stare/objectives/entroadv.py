@@ -16,7 +16,8 @@ import torch
 
 from ..metrics import mean_stat
 from ..surrogate import clipped_surrogate, surrogate_stats
-from .base import ClipParams, Terms, clip_inert_knobs, register_objective
+from .contract import ClipParams, Terms, clip_inert_knobs
+from .registry import Objective, register_objective
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,6 @@ class EntroAdvParams(ClipParams):
             raise ValueError(f"entropy_adv_kappa must be > 1 to keep the sign of A, got {self.entropy_adv_kappa}")
 
 
-@register_objective(
-    "entroadv", params=EntroAdvParams, needs=("entropy",), acts_at=("ADV",), inert_on_policy=clip_inert_knobs
-)
 def entroadv_terms(batch, view, p: EntroAdvParams, state, plan) -> Terms:
     """EntroAdv: add a clipped entropy bonus min(alpha H, |A| / kappa) to each token's advantage."""
     adv = batch.token_advantages
@@ -46,3 +44,9 @@ def entroadv_terms(batch, view, p: EntroAdvParams, state, plan) -> Terms:
     stats = surrogate_stats(s, batch.valid)
     stats["entroadv/bonus_mean"] = mean_stat(bonus, batch.valid)
     return Terms(pg_loss=s.loss, stats=stats)
+
+
+ENTROADV = register_objective(Objective(
+    "entroadv", params=EntroAdvParams, terms=entroadv_terms, needs=("entropy",), acts_at=("ADV",),
+    inert_on_policy=clip_inert_knobs,
+))

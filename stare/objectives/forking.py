@@ -25,7 +25,8 @@ from ..checks import check_choice, check_fraction
 from ..metrics import mean_stat
 from ..selection import apply_topk, fit_quantile, fit_topk, floor_fraction, masked_count
 from ..surrogate import clipped_surrogate, surrogate_stats
-from .base import ClipParams, Terms, clip_inert_knobs, register_objective
+from .contract import ClipParams, Terms, clip_inert_knobs
+from .registry import Objective, register_objective
 
 THRESHOLDS = ("topk", "quantile")
 DENOMINATORS = ("kept", "all")
@@ -66,15 +67,6 @@ def forking_fit(view, p: ForkingParams, state, group):
     return plan
 
 
-@register_objective(
-    "forking",
-    params=ForkingParams,
-    fit=forking_fit,
-    needs=("entropy",),
-    acts_at=("MASK",),
-    inert_on_policy=clip_inert_knobs,
-    aliases=("80_20",),
-)
 def forking_terms(batch, view, p: ForkingParams, state, plan) -> Terms:
     """80/20: policy gradient only on the top-rho highest-entropy tokens (verl or TRL denominator)."""
     s = clipped_surrogate(
@@ -88,3 +80,9 @@ def forking_terms(batch, view, p: ForkingParams, state, plan) -> Terms:
     stats = surrogate_stats(s, batch.valid)
     stats["forking/kept_frac"] = mean_stat(keep, view.valid)
     return Terms(pg_loss=s.loss * weights, weights=weights, stats=stats)
+
+
+FORKING = register_objective(Objective(
+    "forking", params=ForkingParams, terms=forking_terms, fit=forking_fit, needs=("entropy",),
+    acts_at=("MASK",), inert_on_policy=clip_inert_knobs, aliases=("80_20",),
+))

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..surrogate import gspo_surrogate, surrogate_stats
-from .base import LossParams, Terms, register_objective
+from .contract import LossParams, Terms
+from .registry import Objective, register_objective
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,6 @@ def _gspo_inert(p: GspoParams) -> list[tuple[str, str]]:
     return [("clip_ratio", "GSPO's clip range has no effect on-policy: the sequence ratio is identically 1")]
 
 
-@register_objective("gspo", params=GspoParams, acts_at=("LOSS", "AGG"), inert_on_policy=_gspo_inert)
 def gspo_terms(batch, view, p: GspoParams, state, plan) -> Terms:
     """GSPO: clipped surrogate on the length-normalised sequence ratio, seq-mean-token-mean."""
     s = gspo_surrogate(
@@ -40,3 +40,8 @@ def gspo_terms(batch, view, p: GspoParams, state, plan) -> Terms:
         p.clip_ratio_high,
     )
     return Terms(pg_loss=s.loss, stats=surrogate_stats(s, batch.valid))
+
+
+GSPO = register_objective(Objective(
+    "gspo", params=GspoParams, terms=gspo_terms, acts_at=("LOSS", "AGG"), inert_on_policy=_gspo_inert,
+))

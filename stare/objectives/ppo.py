@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..surrogate import clipped_surrogate, surrogate_stats
-from .base import ClipParams, Terms, clip_inert_knobs, register_objective
+from .contract import ClipParams, Terms, clip_inert_knobs
+from .registry import Objective, register_objective
 
 
 @dataclass(frozen=True)
@@ -19,9 +20,6 @@ class PPOParams(ClipParams):
     """verl defaults: clip_ratio_low = clip_ratio_high = 0.2, clip_ratio_c = 3.0, token-mean."""
 
 
-@register_objective(
-    "ppo", params=PPOParams, acts_at=("LOSS",), inert_on_policy=clip_inert_knobs, aliases=("grpo", "vanilla")
-)
 def ppo_terms(batch, view, p: PPOParams, state, plan) -> Terms:
     """PPO clipped surrogate with decoupled bounds and dual clip (GRPO, GRPO-ds, DAPO, Dr.GRPO)."""
     s = clipped_surrogate(
@@ -29,3 +27,9 @@ def ppo_terms(batch, view, p: PPOParams, state, plan) -> Terms:
         p.clip_ratio_c,
     )
     return Terms(pg_loss=s.loss, stats=surrogate_stats(s, batch.valid))
+
+
+PPO = register_objective(Objective(
+    "ppo", params=PPOParams, terms=ppo_terms, acts_at=("LOSS",), inert_on_policy=clip_inert_knobs,
+    aliases=("grpo", "vanilla"),
+))

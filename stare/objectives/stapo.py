@@ -27,7 +27,8 @@ from ..checks import check_fraction
 from ..metrics import mean_stat
 from ..selection import fit_quantile, masked_count
 from ..surrogate import clipped_surrogate, surrogate_stats
-from .base import ClipParams, Terms, clip_inert_knobs, register_objective
+from .contract import ClipParams, Terms, clip_inert_knobs
+from .registry import Objective, register_objective
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,6 @@ def stapo_fit(view, p: StapoParams, state, group):
     }
 
 
-@register_objective(
-    "stapo",
-    params=StapoParams,
-    fit=stapo_fit,
-    needs=("old_entropy",),
-    acts_at=("MASK", "AGG"),
-    inert_on_policy=clip_inert_knobs,
-)
 def stapo_terms(batch, view, p: StapoParams, state, plan) -> Terms:
     """STAPO: mask positive-advantage tokens that are rare at low-entropy positions, renormalise over the rest."""
     s = clipped_surrogate(
@@ -94,3 +87,9 @@ def stapo_terms(batch, view, p: StapoParams, state, plan) -> Terms:
     stats["stapo/spurious_prob"] = mean_stat(view.old_log_prob.exp(), spur)
     stats["stapo/spurious_entropy"] = mean_stat(view.old_entropy, spur)
     return Terms(pg_loss=s.loss * weights, weights=weights, stats=stats)
+
+
+STAPO = register_objective(Objective(
+    "stapo", params=StapoParams, terms=stapo_terms, fit=stapo_fit, needs=("old_entropy",),
+    acts_at=("MASK", "AGG"), inert_on_policy=clip_inert_knobs,
+))

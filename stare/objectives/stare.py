@@ -17,9 +17,19 @@ penalty on rare tokens in wrong answers. The weights are not renormalised, and w
 already-clipped loss, so clip decisions and gradient signs are unchanged. W = M = 1, P = 0 or a closed
 gate give GRPO-ds (``ppo`` with the same clip bounds) bit for bit.
 
-State (from ``stare.control.StareController.state()``): ``gate_on`` (default True, the official
-controller's value before its first update), ``reweight_w`` / ``reweight_m`` (the adaptive schedule's
-current W, M; default: the parameters).
+The controller (``StareController``, hp-luo/STARE ``STAREController``, docs/methods.md §3.3):
+
+    update(H):  if H is NaN/Inf: keep everything as it is (and say so)
+                gate_on = H < H_tgt                                  (strict)
+                if adaptive: d = sign(H_tgt - H);  W = clip(W + alpha d, 1, W_max);  M = clip(M - alpha d, M_min, 1)
+
+H is the token-mean entropy of the *whole* training batch of this step (after dynamic-sampling
+filtering), from the no-grad old-log-prob pass at the rollout temperature; the gate decided from step
+k's batch is used for step k's update (no lag). Before the first update the gate is on and W, M are the
+parameters'. Its state is what ``stare_terms`` reads: ``gate_on``, ``reweight_w``, ``reweight_m`` (W
+and M reach the loss only through the state; their defaults live in ``StareParams`` alone).
+``target_entropy_ratio`` (ours) sets H_tgt to a fraction of the first step's batch entropy, for models
+whose entropy scale is unknown.
 
 Deviations from the official code: none in micro scope, except that ties in surprisal go to the lower
 token id instead of ``torch.topk``'s arbitrary order. ``selection_scope="global"`` (ours) ranks the
@@ -28,7 +38,9 @@ old-policy surprisal over the whole mini-batch and all ranks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import warnings
+from dataclasses import dataclass, field
 
 import torch
 
@@ -36,20 +48,32 @@ from ..checks import check_choice, check_fraction
 from ..metrics import mean_stat
 from ..selection import apply_topk, ceil_fraction, fit_topk
 from ..surrogate import clipped_surrogate, surrogate_stats
-from .base import ClipParams, Terms, clip_inert_knobs, register_objective
+from .contract import ClipParams, ControllerState, StepData, Terms, clip_inert_knobs
+from .registry import Objective, register_objective
+
+__all__ = ["DEFAULT_TARGET_ENTROPY", "StareController", "StareParams", "stare_fit", "stare_terms"]
 
 VARIANTS = ("O1", "C2")
+DEFAULT_TARGET_ENTROPY = 0.3  # nats; hp-luo/STARE trainer default (target_entropy)
 
 
 @dataclass(frozen=True)
 class StareParams(ClipParams):
-    """Defaults from hp-luo/STARE recipe/STARE/scripts/run_short_cot_qwen2.5_math_7b_STARE.sh.
+    """Defaults from hp-luo/STARE recipe/STARE/scripts/run_short_cot_qwen2.5_math_7b_STARE.sh and its
+    trainer (docs/methods.md §3.5).
 
     variant: "O1" (amplify L+ only) or "C2" (also attenuate L-).
     top_p_ratio: P, the fraction of each advantage-sign subset selected by surprisal (0.1).
     reweight_w: W on L+ (1.1; the README advises 1.05 for 14B/32B models).
     reweight_m: M on L- in C2 (0.9; 0.95 for 14B/32B).
     Clip: 0.2 / 0.28 with dual clip 10 (the script's GRPO-ds base).
+    The gate (``StareController``):
+    target_entropy: H_tgt in nats; None means 0.3 (the trainer's default) unless
+        ``target_entropy_ratio`` is set. Set one of the two.
+    target_entropy_ratio: H_tgt = ratio x the first step's batch entropy (ours; None: off).
+    adaptive: the adaptive W/M schedule (official default off).
+    alpha: its step per training step (0.01, the trainer's default).
+    w_max / m_min: its bounds on W and M (1.5 / 0.5).
     """
 
     clip_ratio_high: float = 0.28
@@ -58,6 +82,12 @@ class StareParams(ClipParams):
     top_p_ratio: float = 0.1
     reweight_w: float = 1.1
     reweight_m: float = 0.9
+    target_entropy: float | None = None
+    target_entropy_ratio: float | None = None
+    adaptive: bool = False
+    alpha: float = 0.01
+    w_max: float = 1.5
+    m_min: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,6 +95,62 @@ class StareParams(ClipParams):
         check_fraction("top_p_ratio", self.top_p_ratio)
         if not self.reweight_w > 0 or not self.reweight_m > 0:
             raise ValueError(f"reweight_w and reweight_m must be > 0, got {self.reweight_w}, {self.reweight_m}")
+        if self.target_entropy is not None and self.target_entropy_ratio is not None:
+            raise ValueError("set target_entropy or target_entropy_ratio, not both (set the other to null)")
+        if self.target_entropy is not None and not self.target_entropy >= 0:
+            raise ValueError(f"target_entropy must be >= 0 nats, got {self.target_entropy}")
+        if self.target_entropy_ratio is not None and not self.target_entropy_ratio > 0:
+            raise ValueError(f"target_entropy_ratio must be > 0, got {self.target_entropy_ratio}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        if not (self.w_max >= 1 and 0 < self.m_min <= 1):
+            raise ValueError(f"need w_max >= 1 and 0 < m_min <= 1, got {self.w_max}, {self.m_min}")
+
+
+@dataclass
+class StareController(ControllerState):
+    """STARE's closed-loop gate and adaptive W/M schedule (module docstring). Build it from the
+    parameters: ``StareController(StareParams(target_entropy=0.3))``."""
+
+    params: StareParams = field(default_factory=StareParams)
+    target_entropy: float = math.nan  # resolved: the parameter, or the ratio x the first batch entropy
+    gate_on: bool = True
+    reweight_w: float = math.nan
+    reweight_m: float = math.nan
+    last_entropy: float = math.nan
+    skipped_updates: int = 0
+
+    def __post_init__(self) -> None:
+        p = self.params
+        if math.isnan(self.reweight_w):
+            self.reweight_w, self.reweight_m = p.reweight_w, p.reweight_m
+        if math.isnan(self.target_entropy) and p.target_entropy_ratio is None:
+            self.target_entropy = DEFAULT_TARGET_ENTROPY if p.target_entropy is None else p.target_entropy
+
+    def update(self, data: StepData) -> None:
+        h = float(data.batch_entropy)
+        if not math.isfinite(h):
+            self.skipped_updates += 1
+            warnings.warn(f"StareController: batch entropy is {h}; gate and weights left unchanged", RuntimeWarning)
+            return
+        if math.isnan(self.target_entropy):  # target_entropy_ratio: fixed from the first batch
+            self.target_entropy = self.params.target_entropy_ratio * h
+        self.last_entropy = h
+        self.gate_on = h < self.target_entropy
+        p = self.params
+        if p.adaptive and p.alpha != 0:
+            d = (self.target_entropy > h) - (self.target_entropy < h)  # sign(H_tgt - H)
+            self.reweight_w = min(max(self.reweight_w + p.alpha * d, 1.0), p.w_max)
+            self.reweight_m = min(max(self.reweight_m - p.alpha * d, p.m_min), 1.0)
+
+    def state(self) -> dict:
+        return {"gate_on": self.gate_on, "reweight_w": self.reweight_w, "reweight_m": self.reweight_m}
+
+    def metrics(self) -> dict[str, float]:
+        """The trainer-level statistics of the STARE reference trainer (docs/methods.md §3.7)."""
+        return {"stare/gate_on": float(self.gate_on), "stare/target_entropy": self.target_entropy,
+                "stare/reweight_w": self.reweight_w, "stare/reweight_m": self.reweight_m,
+                "stare/batch_entropy": self.last_entropy}
 
 
 def _candidates(view):
@@ -80,14 +166,6 @@ def stare_fit(view, p: StareParams, state, group):
     return plan
 
 
-@register_objective(
-    "stare",
-    params=StareParams,
-    fit=stare_fit,
-    state_keys=("gate_on", "reweight_w", "reweight_m"),
-    acts_at=("WEIGHT", "CTRL"),
-    inert_on_policy=clip_inert_knobs,
-)
 def stare_terms(batch, view, p: StareParams, state, plan) -> Terms:
     """STARE: surprisal-ranked token weights W (A > 0) and M (A < 0, C2) on the clipped surrogate, gated."""
     s = clipped_surrogate(
@@ -97,14 +175,12 @@ def stare_terms(batch, view, p: StareParams, state, plan) -> Terms:
     pos, neg = _candidates(view)
     l_plus = apply_topk(view.surprisal, pos, view.ids, plan["pos"])
     l_minus = apply_topk(view.surprisal, neg, view.ids, plan["neg"]) if p.variant == "C2" else torch.zeros_like(pos)
-    gate_on = bool(state.get("gate_on", True))
-    w_pos = float(state.get("reweight_w", p.reweight_w))
-    w_neg = float(state.get("reweight_m", p.reweight_m))
+    gate_on = bool(state["gate_on"])
     weights = torch.ones_like(s.loss.detach())
     if gate_on:
-        weights = torch.where(l_plus, w_pos, weights)
+        weights = torch.where(l_plus, float(state["reweight_w"]), weights)
         if p.variant == "C2":
-            weights = torch.where(l_minus, w_neg, weights)
+            weights = torch.where(l_minus, float(state["reweight_m"]), weights)
     stats = surrogate_stats(s, batch.valid)
     v = view.valid
     stats.update({
@@ -116,3 +192,9 @@ def stare_terms(batch, view, p: StareParams, state, plan) -> Terms:
         "stare/neg_reweighted_frac": mean_stat(l_minus & gate_on, v),
     })
     return Terms(pg_loss=s.loss * weights, weights=weights, stats=stats)
+
+
+STARE = register_objective(Objective(
+    "stare", params=StareParams, terms=stare_terms, fit=stare_fit, controller=StareController,
+    acts_at=("WEIGHT", "CTRL"), inert_on_policy=clip_inert_knobs,
+))

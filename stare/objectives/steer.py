@@ -31,7 +31,8 @@ from ..checks import check_choice
 from ..metrics import max_stat
 from ..selection import masked_min_max
 from ..surrogate import clipped_surrogate, surrogate_stats
-from .base import ClipParams, Terms, clip_inert_knobs, register_objective
+from .contract import ClipParams, Terms, clip_inert_knobs
+from .registry import Objective, register_objective
 
 MAPPINGS = ("linear", "exp")
 OMEGA_FORMS = ("code", "first_order")
@@ -105,14 +106,6 @@ def steer_weights(a: torch.Tensor, valid: torch.Tensor, lo, hi, p: SteerParams) 
     return torch.where(valid, w, torch.zeros_like(w))
 
 
-@register_objective(
-    "steer",
-    params=SteerParams,
-    fit=steer_fit,
-    needs=("old_entropy",),
-    acts_at=("WEIGHT",),
-    inert_on_policy=clip_inert_knobs,
-)
 def steer_terms(batch, view, p: SteerParams, state, plan) -> Terms:
     """STEER: damp tokens by their estimated entropy change |Omega|, min-max mapped to [w_min, w_max]."""
     s = clipped_surrogate(
@@ -124,3 +117,9 @@ def steer_terms(batch, view, p: SteerParams, state, plan) -> Terms:
     stats = surrogate_stats(s, batch.valid)
     stats["steer/omega_abs_max"] = max_stat(a, view.valid)
     return Terms(pg_loss=s.loss * weights, weights=weights, stats=stats)
+
+
+STEER = register_objective(Objective(
+    "steer", params=SteerParams, terms=steer_terms, fit=steer_fit, needs=("old_entropy",),
+    acts_at=("WEIGHT",), inert_on_policy=clip_inert_knobs,
+))

@@ -4,7 +4,8 @@ Layout (verl-like): ``<run>/checkpoints/global_step_<N>/`` holding
 
     model.safetensors     trainable weights (all of them, or the LoRA adapters' and the rest frozen)
     optimizer.pt          optimizer and scheduler state (loaded with weights_only=True)
-    trainer_state.json    step, data position, counters, controller state
+    trainer_state.json    step, data position, counters
+    controller.pt         the method's controller state (torch format: it may hold tensors), if it has one
     rng.pt                python / numpy / torch (and CUDA) generator states
     COMPLETE              written last
 
@@ -80,7 +81,7 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(root: Path, step: int, *, model, optimizer, scheduler, trainer_state: dict[str, Any],
-                    keep_last: int = 2, hook=None) -> Path:
+                    keep_last: int = 2, hook=None, controller_state: dict | None = None) -> Path:
     """Write checkpoint ``step`` atomically. ``hook(stage)`` is called between files (for tests)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -99,6 +100,9 @@ def save_checkpoint(root: Path, step: int, *, model, optimizer, scheduler, train
     files.append("rng.pt")
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
     files.append("trainer_state.json")
+    if controller_state is not None:
+        torch.save(controller_state, tmp / "controller.pt")
+        files.append("controller.pt")
     hook and hook("state")
     (tmp / "COMPLETE").write_text(str(step))
     files.append("COMPLETE")
@@ -139,7 +143,8 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG states; returns the trainer state dict."""
+    """Restore weights, optimizer, scheduler and RNG states; returns the trainer state dict, with the
+    controller state under ``"controller"`` (None when the checkpoint has none)."""
     path = Path(path)
     weights = load_file(path / "model.safetensors")
     params = dict(model.named_parameters())
@@ -153,4 +158,7 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict[str, Any
     optimizer.load_state_dict(opt["optimizer"])
     scheduler.load_state_dict(opt["scheduler"])
     set_rng_state(torch.load(path / "rng.pt", weights_only=True))
-    return json.loads((path / "trainer_state.json").read_text())
+    state = json.loads((path / "trainer_state.json").read_text())
+    ctrl = path / "controller.pt"
+    state["controller"] = torch.load(ctrl, weights_only=True) if ctrl.exists() else None
+    return state

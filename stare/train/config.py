@@ -100,32 +100,11 @@ class AdvantageConfig(_Section):
     eps: float = Field(1e-6, ge=0, description="std epsilon (verl 1e-6; TRL 1e-4)")
 
 
-class ControllerConfig(_Section):
-    type: Literal["none", "stare", "adaptive_entropy"] = Field("none", description="cross-step controller")
-    target_entropy: float | None = Field(None, description="absolute target (nats); STARE default 0.3")
-    target_entropy_ratio: float | None = Field(None, gt=0, description="target = ratio x the first step's batch "
-                                               "entropy (for models whose entropy scale is unknown)")
-    adaptive: bool = Field(False, description="STARE's adaptive W/M schedule (official default off)")
-    alpha: float = Field(0.01, ge=0, description="adaptive step (STARE trainer default)")
-    w_max: float = Field(1.5, ge=1, description="adaptive W bound (STARE)")
-    m_min: float = Field(0.5, gt=0, le=1, description="adaptive M bound (STARE)")
-    coef: float = Field(0.0, ge=0, description="adaptive entropy: initial coefficient (TRL entropy_coef)")
-    delta: float = Field(0.005, ge=0, description="adaptive entropy: step (TRL)")
-    coef_min: float = Field(0.0, ge=0, description="adaptive entropy: lower bound (TRL)")
-    coef_max: float = Field(1.0, ge=0, description="adaptive entropy: upper bound (TRL)")
-
-    @model_validator(mode="after")
-    def _one_target(self):
-        if self.target_entropy is not None and self.target_entropy_ratio is not None:
-            raise ValueError("set target_entropy or target_entropy_ratio, not both")
-        return self
-
-
 class AlgorithmConfig(_Section):
     objective: str = Field("ppo", description="registered objective (stare objectives)")
-    params: dict[str, Any] = Field(default_factory=dict, description="objective parameters (see its dataclass)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the method's parameters, its controller's "
+                                   "included (`stare objectives` lists them with their cited defaults)")
     advantage: AdvantageConfig = AdvantageConfig()
-    controller: ControllerConfig = ControllerConfig()
     ppo_epochs: int = Field(1, gt=0, description="passes over each batch (STARE script: 1)")
     mini_batches: int = Field(1, gt=0, description="optimizer steps per training step (1 + 1 epoch = on-policy, "
                               "as the STARE 7B script)")
@@ -229,11 +208,24 @@ def _unknown_key(key: str, valid: list[str]) -> ConfigError:
     return ConfigError(f"unknown config key '{key}'.{hint} Valid keys: {', '.join(valid)}")
 
 
+# The 0.1 controller section and where each of its keys went (into the method's parameters).
+_MOVED_CONTROLLER_KEYS = {"target_entropy": "target_entropy", "target_entropy_ratio": "target_entropy_ratio",
+                          "adaptive": "adaptive", "alpha": "alpha", "w_max": "w_max", "m_min": "m_min",
+                          "coef": "entropy_coeff", "delta": "coef_delta", "coef_min": "coef_min",
+                          "coef_max": "coef_max"}
+
+
 def _check_keys(data: dict, model: type[BaseModel], prefix: str = "", shown: str = "") -> None:
     """Unknown keys raise; ``prefix`` is the path inside Config, ``shown`` an outer prefix for messages."""
     valid = _valid_keys(Config)
     for key, value in data.items():
         full = prefix + str(key)
+        if full == "algorithm.controller":
+            moved = ", ".join(f"{k} -> algorithm.params.{v}" for k, v in _MOVED_CONTROLLER_KEYS.items())
+            raise ConfigError(f"'{shown + full}' was removed: a method's controller is built from the method's own "
+                              f"parameters (STARE: algorithm.params.target_entropy...; the entropy bonus: "
+                              f"algorithm.params.adaptive...). Move its keys: {moved}; drop 'type' (the objective "
+                              "decides).")
         if key not in model.model_fields:
             raise _unknown_key(shown + full, valid)
         if full == "model.testbed":

@@ -1,7 +1,7 @@
 """Named method presets: each is a set of config overrides applied before the user's file.
 
-A preset fixes what makes the method the method (objective, its parameters, advantage normalisation,
-dynamic sampling, controller) and leaves everything else (model, task, optimiser, steps) to the config.
+A preset fixes what makes the method the method (objective, its parameters and its controller's,
+advantage normalisation, dynamic sampling) and leaves everything else (model, task, optimiser, steps) to the config.
 Values follow methods.md; where a method needs a target entropy, presets use
 ``target_entropy_ratio`` (a fraction of the first step's batch entropy) so that they transfer across
 models whose entropy scales differ; the paper's absolute 0.3 nats is kept in ``configs/`` for real models.
@@ -29,11 +29,9 @@ METHODS: dict[str, dict] = {
     "dr_grpo": {"algorithm": {"objective": "ppo", "params": {"loss_agg_mode": "seq-mean-token-sum-norm"},
                               "advantage": {"norm_by_std": False}}, "rollout": {"dynamic_sampling": False}},
     "gspo": {"algorithm": {"objective": "gspo", "params": {}}, "rollout": {"dynamic_sampling": True}},
-    "stare_o1": {"algorithm": {"objective": "stare", "params": {"variant": "O1"},
-                               "controller": {"type": "stare", "target_entropy_ratio": 0.5}},
+    "stare_o1": {"algorithm": {"objective": "stare", "params": {"variant": "O1", "target_entropy_ratio": 0.5}},
                  "rollout": {"dynamic_sampling": True}},
-    "stare_c2": {"algorithm": {"objective": "stare", "params": {"variant": "C2"},
-                               "controller": {"type": "stare", "target_entropy_ratio": 0.5}},
+    "stare_c2": {"algorithm": {"objective": "stare", "params": {"variant": "C2", "target_entropy_ratio": 0.5}},
                  "rollout": {"dynamic_sampling": True}},
     "steer": {"algorithm": {"objective": "steer", "params": {}}, "rollout": {"dynamic_sampling": True}},
     "stapo": {"algorithm": {"objective": "stapo", "params": {}}, "rollout": {"dynamic_sampling": True}},
@@ -43,8 +41,9 @@ METHODS: dict[str, dict] = {
     "entropy_bonus": {"algorithm": {"objective": "entropy_bonus", "params": dict(_DAPO_CLIP)},
                       "rollout": {"dynamic_sampling": True}},
     # Skywork-OR1 / TRL adaptive coefficient, target relative to the initial entropy like STARE's presets.
-    "adaptive_entropy": {"algorithm": {"objective": "entropy_bonus", "params": dict(_DAPO_CLIP),
-                                       "controller": {"type": "adaptive_entropy", "target_entropy_ratio": 0.5}},
+    "adaptive_entropy": {"algorithm": {"objective": "entropy_bonus",
+                                       "params": {**_DAPO_CLIP, "adaptive": True, "entropy_coeff": 0.0,
+                                                  "target_entropy_ratio": 0.5}},
                          "rollout": {"dynamic_sampling": True}},
     "entroadv": {"algorithm": {"objective": "entroadv", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
 }

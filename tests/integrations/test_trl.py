@@ -41,16 +41,16 @@ def trainer(args, seed=0):
 
 
 RUNS = [
-    ("stare", {"variant": "O1", "top_p_ratio": 0.3}, {"target_entropy": 100.0, "adaptive": True}, "stare/pos_reweighted_frac"),
-    ("stare", {"variant": "C2", "top_p_ratio": 0.3}, {"target_entropy": 100.0}, "stare/neg_reweighted_frac"),
-    ("steer", {"mapping": "linear"}, None, "steer/omega_abs_max"),
-    ("clip_cov", {"clip_cov_ratio": 0.2, "clip_cov_lb": -10.0, "clip_cov_ub": 10.0}, None, "clip_cov/detached_frac"),
+    ("stare", {"variant": "O1", "top_p_ratio": 0.3, "target_entropy": 100.0, "adaptive": True}, "stare/pos_reweighted_frac"),
+    ("stare", {"variant": "C2", "top_p_ratio": 0.3, "target_entropy": 100.0}, "stare/neg_reweighted_frac"),
+    ("steer", {"mapping": "linear"}, "steer/omega_abs_max"),
+    ("clip_cov", {"clip_cov_ratio": 0.2, "clip_cov_lb": -10.0, "clip_cov_ub": 10.0}, "clip_cov/detached_frac"),
 ]
 
 
-@pytest.mark.parametrize("objective, params, controller, stat", RUNS)
-def test_end_to_end_every_parameter_changes(tmp_path, objective, params, controller, stat):
-    t = trainer(config(tmp_path, stare_objective=objective, stare_params=params, stare_controller=controller))
+@pytest.mark.parametrize("objective, params, stat", RUNS)
+def test_end_to_end_every_parameter_changes(tmp_path, objective, params, stat):
+    t = trainer(config(tmp_path, stare_objective=objective, stare_params=params))
     before = {n: p.detach().clone() for n, p in t.model.named_parameters()}
     t.train()
     unchanged = [n for n, p in t.model.named_parameters() if torch.equal(p.detach(), before[n])]
@@ -63,24 +63,21 @@ def test_end_to_end_every_parameter_changes(tmp_path, objective, params, control
         assert h["policy_loss"] == pytest.approx(h["loss"], rel=1e-4, abs=1e-6)
     if objective == "stare":
         assert all(h["stare/gate_on"] == 1.0 for h in logs)
-        if controller.get("adaptive"):
+        if params.get("adaptive"):
             assert t.controller.reweight_w == pytest.approx(1.1 + 2 * 0.01)  # W ratchets up while below target
 
 
 def test_controller_survives_checkpoint_round_trip(tmp_path):
-    ctrl = {"target_entropy": 100.0, "adaptive": True, "alpha": 0.05}
-    full = trainer(config(tmp_path / "full", max_steps=3, save_strategy="steps", save_steps=1,
-                          stare_params={"variant": "C2"}, stare_controller=ctrl))
+    params = {"variant": "C2", "target_entropy": 100.0, "adaptive": True, "alpha": 0.05}
+    full = trainer(config(tmp_path / "full", max_steps=3, save_strategy="steps", save_steps=1, stare_params=params))
     full.train()
     saved = {}
     for step in (1, 2, 3):
-        with open(tmp_path / "full" / f"checkpoint-{step}" / CONTROLLER_FILE) as f:
-            saved[step] = json.load(f)
+        saved[step] = torch.load(tmp_path / "full" / f"checkpoint-{step}" / CONTROLLER_FILE, weights_only=True)
     assert saved[1]["reweight_w"] == pytest.approx(1.15) and saved[3]["reweight_w"] == pytest.approx(1.25)
     assert full.controller.state_dict() == saved[3]
 
-    resumed = trainer(config(tmp_path / "full", max_steps=3, save_strategy="no",
-                             stare_params={"variant": "C2"}, stare_controller=ctrl), seed=1)
+    resumed = trainer(config(tmp_path / "full", max_steps=3, save_strategy="no", stare_params=params), seed=1)
     seen = {}
 
     from transformers import TrainerCallback
@@ -105,8 +102,61 @@ def test_refuses_options_it_would_ignore(tmp_path):
         trainer(config(tmp_path, stare_params={"top_p": 0.2}))
     with pytest.raises(ValueError, match="GRPOConfig.epsilon_high"):
         trainer(config(tmp_path, stare_params={"clip_ratio_high": 0.3}))
-    with pytest.raises(ValueError, match="no entropy gate"):
-        trainer(config(tmp_path, stare_objective="steer", stare_controller={"target_entropy": 0.2}))
+    with pytest.raises(ValueError, match="GRPOConfig.beta"):
+        trainer(config(tmp_path, stare_params={"kl_coef": 0.1}))
+
+
+def test_a_method_defined_in_one_file_runs_unchanged(tmp_path):
+    """A throwaway method with its own controller, registered here, trains through the plug-in as is."""
+    import dataclasses
+
+    from stare.objectives import ClipParams, ControllerState, Objective, Terms, register_objective, unregister_objective
+    from stare.surrogate import clipped_surrogate, surrogate_stats
+
+    @dataclasses.dataclass(frozen=True)
+    class HalfParams(ClipParams):
+        scale: float = 0.5
+
+    @dataclasses.dataclass
+    class Steps(ControllerState):
+        params: HalfParams = dataclasses.field(default_factory=HalfParams)
+        updates: int = 0
+
+        def update(self, data):
+            self.updates += 1
+
+        def state(self):
+            return {"updates": self.updates}
+
+        def metrics(self):
+            return {"half/updates": float(self.updates)}
+
+    def half_terms(batch, view, p, state, plan):
+        """Half: the clipped surrogate times a constant."""
+        s = clipped_surrogate(batch.log_prob, batch.ratio_denominator, batch.token_advantages, p.clip_ratio_low,
+                              p.clip_ratio_high, p.clip_ratio_c)
+        return Terms(pg_loss=s.loss * p.scale, stats=surrogate_stats(s, batch.valid))
+
+    register_objective(Objective("half_test", params=HalfParams, terms=half_terms, controller=Steps, acts_at=("WEIGHT",)))
+    try:
+        t = trainer(config(tmp_path, stare_objective="half_test"))
+        t.train()
+        logs = [h for h in t.state.log_history if "loss" in h]
+        assert t.controller.updates == 2 and [h["half/updates"] for h in logs] == [1.0, 2.0]
+    finally:
+        unregister_objective("half_test")
+
+
+def test_refuses_methods_that_need_the_trainer(tmp_path):
+    from stare.objectives import Objective, register_objective, unregister_objective
+    from stare.objectives.ppo import PPOParams, ppo_terms
+
+    register_objective(Objective("branch_test", params=PPOParams, terms=ppo_terms, rollout=lambda *a: []))
+    try:
+        with pytest.raises(ValueError, match="only the stare trainer"):
+            trainer(config(tmp_path, stare_objective="branch_test"))
+    finally:
+        unregister_objective("branch_test")
 
 
 def test_two_processes_equal_one_process(tmp_path):
@@ -142,7 +192,7 @@ def test_command_line_json_params(tmp_path):
 
     (args,) = TrlParser((StareGRPOConfig,)).parse_args_and_config(
         ["--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false", "--stare_objective", "stare",
-         "--stare_params", '{"variant": "C2", "top_p_ratio": 0.2}', "--stare_controller", '{"target_entropy": 0.5}',
+         "--stare_params", '{"variant": "C2", "top_p_ratio": 0.2, "target_entropy": 0.5}',
          "--max_completion_length", "6", "--num_generations", "4", "--per_device_train_batch_size", "4",
          "--report_to", "none"])
     t = trainer(args)

@@ -291,7 +291,7 @@ def test_example_config_composes_with_verls_hydra_config():
     assert objective == "stare"
     assert (params.variant, params.top_p_ratio, params.reweight_w, params.reweight_m) == ("O1", 0.1, 1.1, 0.9)
     assert (params.clip_ratio_low, params.clip_ratio_high, params.clip_ratio_c) == (0.2, 0.28, 10.0)
-    assert (ctrl.target_entropy, ctrl.adaptive, ctrl.reweight_w) == (0.3, False, 1.1)
+    assert (ctrl.target_entropy, params.adaptive, ctrl.reweight_w) == (0.3, False, 1.1)
     assert cfg.trainer.v1.trainer_mode == "stare_sync"
     assert (cfg.data.train_batch_size, cfg.actor_rollout_ref.rollout.n, cfg.data.max_response_length) == (64, 8, 3072)
     assert cfg.actor_rollout_ref.actor.optim.lr == 1e-6
@@ -302,21 +302,48 @@ def test_example_config_composes_with_verls_hydra_config():
     assert torch.isfinite(loss) and "actor/stare/pos_selected_frac" in metrics
 
 
-def test_controller_round_trip_and_step_state(tmp_path):
-    from stare import StareController
-    from stare.integrations.verl_trainer import controller_metrics, load_controller, save_controller, step_state
+def test_controller_comes_from_the_registry_and_sees_the_step():
+    from stare import StepData
+    from stare.integrations.verl_trainer import loss_settings
 
-    a = StareController(adaptive=True)
+    _, params, ctrl = loss_settings(actor_config("stare", {"adaptive": True, "target_entropy": 0.3}))
     for h in (0.5, 0.2, 0.1):
-        a.update(h)
-    save_controller(str(tmp_path / "global_step_3"), a)
-    b = StareController(adaptive=True)
-    assert load_controller(str(tmp_path / "global_step_3"), b)
-    assert b.state_dict() == a.state_dict() and b.reweight_w != 1.1
-    assert not load_controller(str(tmp_path / "missing"), b)
-    assert step_state("stare", a, 7) == a.state()
-    assert step_state("clip_cov", None, 7) == {"seed": 7}
-    assert controller_metrics(a)["stare/batch_entropy"] == 0.1
+        ctrl.update(StepData(batch_entropy=h, step=1))
+    assert ctrl.reweight_w != 1.1 and ctrl.metrics()["stare/batch_entropy"] == 0.1
+    _, _, seed = loss_settings(actor_config("stare_clip_cov"))
+    seed.update(StepData(batch_entropy=0.5, step=7))
+    assert seed.state() == {"seed": 7}  # Clip-Cov: a new random subset each global step
+    assert loss_settings(actor_config("steer"))[2] is None
+
+
+def test_a_method_defined_in_one_file_registers_as_a_verl_loss():
+    """A throwaway method registered after ``import verl`` becomes a verl loss with register_losses()."""
+    import dataclasses
+
+    from stare.integrations.verl import register_losses
+    from stare.objectives import ClipParams, Objective, Terms, register_objective, unregister_objective
+    from stare.surrogate import clipped_surrogate, surrogate_stats
+
+    @dataclasses.dataclass(frozen=True)
+    class HalfParams(ClipParams):
+        scale: float = 0.5
+
+    def half_terms(batch, view, p, state, plan):
+        """Half: the clipped surrogate times a constant."""
+        s = clipped_surrogate(batch.log_prob, batch.ratio_denominator, batch.token_advantages, p.clip_ratio_low,
+                              p.clip_ratio_high, p.clip_ratio_c)
+        return Terms(pg_loss=s.loss * p.scale, stats=surrogate_stats(s, batch.valid))
+
+    register_objective(Objective("half_verl_test", params=HalfParams, terms=half_terms))
+    try:
+        assert register_losses()["half_verl_test"] == "half_verl_test"
+        x = tensors()
+        call = dict(old_log_prob=x["old"], log_prob=x["cur"], advantages=x["adv"], response_mask=x["mask"])
+        half, _ = get_policy_loss_fn("half_verl_test")(**call, config=actor_config("half_verl_test"))
+        full, _ = get_policy_loss_fn("stare_ppo")(**call, config=actor_config("stare_ppo"))
+        torch.testing.assert_close(half, 0.5 * full)
+    finally:
+        unregister_objective("half_verl_test")
 
 
 def test_bad_configuration_names_the_key():
@@ -330,5 +357,7 @@ def test_bad_configuration_names_the_key():
         get_policy_loss_fn("stare")(**call, loss_agg_mode="token-sum", config=actor_config("stare"))
     with pytest.raises(ValueError, match="entropy"):
         get_policy_loss_fn("steer")(**call, config=actor_config("steer"))
+    with pytest.raises(ValueError, match="use_kl_loss"):
+        get_policy_loss_fn("stare")(**call, config=actor_config("stare", {"kl_coef": 0.1}))
     with pytest.raises(NotImplementedError, match="rollout_correction"):
         get_policy_loss_fn("stare")(**call, config=actor_config("stare"), rollout_is_weights=torch.ones_like(x["old"]))

@@ -50,8 +50,8 @@ def main():
         output_dir=out_dir, max_completion_length=6, num_generations=4, per_device_train_batch_size=8 // world,
         gradient_accumulation_steps=1, max_steps=2, learning_rate=0.5, optim="sgd", report_to="none", use_cpu=True,
         logging_steps=1, save_strategy="no", seed=0, dataloader_num_workers=0, epsilon_high=0.28,
-        stare_objective="stare", stare_params={"variant": "C2", "top_p_ratio": 0.2, "selection_scope": "global"},
-        stare_controller={"target_entropy": 100.0},
+        stare_objective="stare", stare_params={"variant": "C2", "top_p_ratio": 0.2, "selection_scope": "global",
+                                               "target_entropy": 100.0},
     )
     trainer = StareGRPOTrainer(model=model, reward_funcs=count_yes, args=args, train_dataset=prompts_dataset(16),
                                processing_class=tok, rollout_func=fixed_rollouts)

@@ -9,8 +9,8 @@ from stare.train.methods import METHODS
 
 def test_defaults_and_method_preset():
     cfg = load_config(None, ["method=stare_o1", "algorithm.params.reweight_w=5", "seed=3"])
-    assert cfg.algorithm.objective == "stare" and cfg.algorithm.params == {"variant": "O1", "reweight_w": 5}
-    assert cfg.algorithm.controller.type == "stare" and cfg.seed == 3
+    assert cfg.algorithm.objective == "stare" and cfg.seed == 3
+    assert cfg.algorithm.params == {"variant": "O1", "target_entropy_ratio": 0.5, "reweight_w": 5}
     assert load_config(None).algorithm.objective == "ppo"
 
 
@@ -46,7 +46,7 @@ def test_unknown_key_names_it_and_suggests(override, names, suggests):
         ("algorithm.objective=starr", "Did you mean 'stare'"),
         ("algorithm.params={reweigth_w: 2}", "reweigth_w"),
         ("method=stare_o3", "unknown method 'stare_o3'"),
-        ("algorithm.controller.type=pid", "algorithm.controller.type"),
+        ("algorithm.controller.target_entropy=0.3", "target_entropy -> algorithm.params.target_entropy"),
         ("model.dtype=float8", "model.dtype"),
         ("optim=3", "'optim' is a section"),
         ("stepz", "key=value"),
@@ -55,6 +55,13 @@ def test_unknown_key_names_it_and_suggests(override, names, suggests):
 def test_bad_values(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, [override])
+
+
+def test_controller_settings_are_checked_with_the_method_before_any_model_loads():
+    with pytest.raises(ConfigError, match="target_entropy_ratio must be > 0"):
+        load_config(None, ["method=stare_o1", "algorithm.params.target_entropy_ratio=-1"])
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(None, ["method=stare_o1", "algorithm.params.target_entropy=0.3"])
 
 
 def test_missing_file_and_non_mapping(tmp_path):

@@ -24,7 +24,7 @@ def test_reflection_stats_counts_whole_words_case_insensitively():
 
 def test_diagnostics_on(tmp_path):
     cfg = load_config(None, tiny_overrides(
-        tmp_path, method="stare_o1", algorithm={"controller": {"target_entropy_ratio": 2.0}, "params": {"reweight_w": 3.0}},
+        tmp_path, method="stare_o1", algorithm={"params": {"target_entropy_ratio": 2.0, "reweight_w": 3.0}},
         diagnostics={"enabled": True, "rows": 8, "dump_every": 2, "dump_samples": 3}, trainer={"steps": 2}))
     history = Trainer(cfg, log=lambda m: None).train()
     last = history[-1]

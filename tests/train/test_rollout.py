@@ -5,7 +5,8 @@ import torch
 
 from stare.env.base import Example, Score
 from stare.train.config import load_config
-from stare.train.rollout import HFBackend, sample, sample_with_tools
+from stare.objectives import RolloutRequest
+from stare.train.rollout import HFBackend, TrainerSampler, default_rollout
 from stare.train.trainer import Trainer
 
 from conftest import ContainsOneTask, tiny_overrides
@@ -30,9 +31,9 @@ def test_finish_reasons_and_budgets(tmp_path):
             assert g.token_ids[-1] == eos and ";" not in g.text
         else:
             assert g.finish_reason == "length" and ";" not in g.text
-    s = sample(be, [ctx[0]], n=5, max_new_tokens=4)
-    assert s.prompt_index == [0] * 5 and all(len(r) <= 4 for r in s.response_ids)
-    assert s.truncated == [len(r) == 4 and r[-1] != eos for r in s.response_ids]
+    rows = default_rollout(RolloutRequest([None], [ctx[0]], 5, 4, 1.0, 1.0), TrainerSampler(be))
+    assert [r.prompt_index for r in rows] == [0] * 5 and all(len(r.response_ids) <= 4 for r in rows)
+    assert [r.truncated for r in rows] == [len(r.response_ids) == 4 and r.response_ids[-1] != eos for r in rows]
 
 
 class SemicolonEnv:
@@ -50,13 +51,20 @@ def test_multi_turn_masks_tool_output(tmp_path):
     torch.manual_seed(1)
     ex = [Example(prompt="1+2+3=", answer="6")]
     ctx = [[tr.tokenizer.bos_token_id] + tr.tokenizer("1+2+3=", add_special_tokens=False).input_ids]
-    s = sample_with_tools(be, SemicolonEnv(), ex, ctx, n=16, max_new_tokens=24)
+    rows = default_rollout(RolloutRequest(ex, ctx, 16, 24, 1.0, 1.0), TrainerSampler(be, SemicolonEnv()))
     nine = tr.tokenizer.convert_tokens_to_ids("9")
     saw_tool = False
-    for ids, mask, calls in zip(s.response_ids, s.loss_masks, s.tool_calls):
+    for row in rows:
+        ids, mask, calls = row.response_ids, row.loss_mask, row.tool_calls
         assert len(ids) == len(mask) <= 24
         masked = [t for t, m in zip(ids, mask) if m == 0]
         assert masked == [nine] * calls  # exactly the tool outputs are masked
+        # segments: 0 for the first turn, k from the k-th tool output on
+        segments = row.token_values["segment_ids"]
+        assert segments == sorted(segments) and segments[-1] == calls
+        assert [s for s, m in zip(segments, mask) if m == 0] == list(range(1, calls + 1))
+        # the sampler's log-probs cover every token (0 on tool output)
+        assert len(row.log_probs) == len(ids) and all(lp == 0.0 for lp, m in zip(row.log_probs, mask) if m == 0)
         saw_tool |= calls > 0
     assert saw_tool
 

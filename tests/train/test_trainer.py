@@ -30,9 +30,8 @@ def _trainer(tmp_path, **extra):
     "method, extra",
     [
         ("grpo_ds", {}),
-        ("stare_o1", {"algorithm": {"controller": {"target_entropy_ratio": 2.0}, "params": {"reweight_w": 3.0}}}),
-        ("stare_c2", {"algorithm": {"controller": {"target_entropy_ratio": 2.0},
-                                    "params": {"selection_scope": "global"}}}),
+        ("stare_o1", {"algorithm": {"params": {"target_entropy_ratio": 2.0, "reweight_w": 3.0}}}),
+        ("stare_c2", {"algorithm": {"params": {"target_entropy_ratio": 2.0, "selection_scope": "global"}}}),
         ("forking", {}),
         ("entropy_bonus", {"algorithm": {"params": {"entropy_coeff": 0.01}}}),
         ("clip_cov", {"algorithm": {"mini_batches": 2, "ppo_epochs": 2}}),  # off-policy path
@@ -67,7 +66,7 @@ def _deterministic(records):
 
 
 def test_resume_is_bit_identical(tmp_path):
-    extra = {"method": "stare_o1", "algorithm": {"controller": {"target_entropy_ratio": 1.5}},
+    extra = {"method": "stare_o1", "algorithm": {"params": {"target_entropy_ratio": 1.5}},
              "trainer": {"steps": 4, "save_every": 2, "eval_every": 2}}
     full = _trainer(tmp_path / "a", **extra).train()
     # interrupted: the first process stops after step 2 (as if killed right after its checkpoint)
@@ -168,7 +167,7 @@ def test_consecutive_nan_steps_abort_and_keep_the_last_checkpoint(tmp_path):
 
 def test_fused_old_pass_gives_the_same_run(tmp_path):
     # one micro-batch holds the whole on-policy batch: the update's forward replaces the old pass
-    extra = {"method": "stare_o1", "algorithm": {"micro_batch_size": 64, "controller": {"target_entropy_ratio": 1.2}},
+    extra = {"method": "stare_o1", "algorithm": {"micro_batch_size": 64, "params": {"target_entropy_ratio": 1.2}},
              "trainer": {"steps": 3}}
     fused = _trainer(tmp_path / "f", **extra).train()
     separate = _trainer(tmp_path / "s", **{**extra, "algorithm": {**extra["algorithm"], "fuse_old_pass": False}}).train()

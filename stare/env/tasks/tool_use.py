@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from ...objectives.contract import Generation
 from ..answers import to_text
 from ..verifiers.math import MathVerifier
 from ..tools.sandbox import Sandbox
@@ -104,20 +105,13 @@ class CalculatorEnv:
 
 
 @dataclass
-class Generation:
-    """What ``generate`` returns for one context: the new tokens and their text, and why it stopped:
-    "stop" (a stop string, included), "eos", or "length" (its token budget ran out)."""
-
-    token_ids: Sequence[int]
-    text: str
-    finish_reason: str
-
-
-@dataclass
 class Episode:
     """One multi-turn response: ``response_ids`` (model and tool tokens interleaved) and
     ``loss_mask`` (1 on model tokens, 0 on tool-output tokens), its text, the number of tool calls,
-    and whether it was cut by ``max_new_tokens`` (``truncated``, for overlong masking)."""
+    and whether it was cut by ``max_new_tokens`` (``truncated``, for overlong masking).
+    ``segment_ids`` gives each token its turn: 0 for the model's first turn, k for the k-th tool output
+    and the model turn that reads it; ``log_probs`` the sampler's log-prob of each model token (0 on tool output), or
+    None when the generator does not return them."""
 
     response_ids: list[int] = field(default_factory=list)
     loss_mask: list[int] = field(default_factory=list)
@@ -125,10 +119,18 @@ class Episode:
     tool_calls: int = 0
     truncated: bool = False
     finish_reason: str = ""
+    segment_ids: list[int] = field(default_factory=list)
+    log_probs: list[float] | None = field(default_factory=list)
 
-    def _add(self, ids: Sequence[int], text: str, mask: int) -> None:
+    def _add(self, ids: Sequence[int], text: str, mask: int, log_probs: Sequence[float] | None = None) -> None:
         self.response_ids.extend(int(t) for t in ids)
         self.loss_mask.extend([mask] * len(ids))
+        self.segment_ids.extend([self.tool_calls] * len(ids))
+        if self.log_probs is not None:
+            if mask and log_probs is None:
+                self.log_probs = None
+            else:
+                self.log_probs.extend(list(log_probs)[: len(ids)] if mask else [0.0] * len(ids))
         self.text += text
 
 
@@ -169,7 +171,7 @@ def run_tool_episodes(
             calls = []
             for i, budget, g in zip(active, budgets, gens):
                 ep = episodes[i]
-                ep._add(list(g.token_ids)[:budget], g.text, 1)
+                ep._add(list(g.token_ids)[:budget], g.text, 1, g.log_probs)
                 full = len(ep.response_ids) >= max_new_tokens
                 if g.finish_reason == "stop" and stops and not full:
                     calls.append(i)
