@@ -222,22 +222,28 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ 1. rollout
 
     def rollout(self) -> tuple[StepBatch | None, dict[str, float]]:
+        """Sample and score until ``prompts_per_step`` prompts have a kept group (all groups a rollout hook
+        made for a kept prompt ride along); with dynamic sampling a group whose outcomes do not vary is
+        dropped."""
         r = self.cfg.rollout
         obj = self.objective
         groups: list[list[tuple]] = []  # kept groups: [(example, context ids, row, score, reward)]
-        rounds, generated, all_solved, none_solved = 0, 0, 0, 0
-        while len(groups) < r.prompts_per_step:
+        owners: list[tuple[int, int]] = []  # (round, prompt index) of each kept group
+        rounds, generated, prompts_seen, all_solved, none_solved = 0, 0, 0, 0, 0
+        while len(set(owners)) < r.prompts_per_step:
             if r.max_gen_rounds > 0 and rounds >= r.max_gen_rounds:
                 break
             rounds += 1
+            kept = len(set(owners))
             if not r.dynamic_sampling:
                 per_round = r.prompts_per_step
             elif r.gen_prompts_per_round:  # DAPO: a fixed generation batch per round
                 per_round = r.gen_prompts_per_round
-            else:  # just enough for the shortfall at the observed share of kept groups (this step's, else the last)
-                rate = len(groups) / generated if generated else self.keep_rate
-                per_round = math.ceil((r.prompts_per_step - len(groups)) / max(rate, 0.05))
+            else:  # just enough for the shortfall at the observed share of kept prompts (this step's, else the last)
+                rate = kept / prompts_seen if prompts_seen else self.keep_rate
+                per_round = math.ceil((r.prompts_per_step - kept) / max(rate, 0.05))
             examples = self._next_examples(per_round)
+            prompts_seen += len(examples)
             prompt_ids, rows, scores = self._sample(examples, r.n, r.temperature, r.top_p, obj.rollout)
             by_group: dict[int, list[int]] = {}  # group -> its rows, groups in order of first appearance
             for j, row in enumerate(rows):
@@ -254,12 +260,15 @@ class Trainer:
                 outcome = rewards if obj.group_rewards is not None else accs
                 if r.dynamic_sampling and len(members) > 1 and len(set(outcome)) == 1:
                     continue
+                first = rows[members[0]].prompt_index
                 groups.append([(examples[rows[j].prompt_index], rows[j].context_ids or prompt_ids[rows[j].prompt_index],
                                 rows[j], scores[j], reward) for j, reward in zip(members, rewards)])
-        if generated:
-            self.keep_rate = len(groups) / generated
-        groups = groups[: r.prompts_per_step]
-        metrics = {"batch/gen_rounds": rounds, "batch/kept_groups": len(groups), "batch/gen_prompts": generated,
+                owners.append((rounds, first))
+        if prompts_seen:
+            self.keep_rate = len(set(owners)) / prompts_seen
+        chosen = list(dict.fromkeys(owners))[: r.prompts_per_step]
+        groups = [g for g, o in zip(groups, owners) if o in set(chosen)]
+        metrics = {"batch/gen_rounds": rounds, "batch/kept_groups": len(groups), "batch/gen_prompts": prompts_seen,
                    "batch/full_solve_ratio": all_solved / max(generated, 1),
                    "batch/zero_solve_ratio": none_solved / max(generated, 1)}
         if not groups:
@@ -468,7 +477,7 @@ class Trainer:
                         w = min(mini.response_ids.shape[1], old.log_prob.shape[1])
                         old_lp = old.log_prob[mini_rows, :w]
                         plan = fit_plan(self.objective, PolicyBatch(
-                            old_lp, adv[mini_rows], mini.response_mask[:, :w], old_log_prob=old_lp,
+                            old_lp, _rows(adv, mini_rows, w), mini.response_mask[:, :w], old_log_prob=old_lp,
                             old_entropy=old.entropy[mini_rows, :w], row_ids=mini_rows,
                             aux=_aux_rows(batch.aux, old.aux, mini_rows, w)), self.params, state=pass_state)
                     self.optimizer.zero_grad(set_to_none=True)
@@ -481,7 +490,7 @@ class Trainer:
                             st = response_stats(self.model, sub, self.cfg.rollout.temperature,
                                                 with_entropy=self.needs_entropy, train_stats=self.train_stats)
                         w = st.log_prob.shape[1]
-                        pb = PolicyBatch(st.log_prob, adv[rows], sub.response_mask, old_log_prob=old.log_prob[rows, :w],
+                        pb = PolicyBatch(st.log_prob, _rows(adv, rows, w), sub.response_mask, old_log_prob=old.log_prob[rows, :w],
                                          entropy=st.entropy, old_entropy=old.entropy[rows, :w], on_policy=on_policy,
                                          row_ids=rows,
                                          ref_log_prob=None if old.ref_log_prob is None else old.ref_log_prob[rows, :w],
@@ -613,6 +622,11 @@ def _rollout_aux(rows, shape: tuple[int, int], device) -> dict[str, torch.Tensor
                 x[i, :n] = float(row.row_values[name])
         out[name] = x.to(device)
     return out
+
+
+def _rows(adv: torch.Tensor, rows: torch.Tensor, width: int) -> torch.Tensor:
+    """Advantages of ``rows``: [B] per sequence, or [B, T] per token cut to the micro-batch's width."""
+    return adv[rows] if adv.dim() == 1 else adv[rows, :width]
 
 
 def _trim(aux: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
