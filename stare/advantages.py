@@ -1,6 +1,6 @@
 """Outcome advantages for group-sampled RLVR: GRPO (std on/off), Dr.GRPO, batch-level std.
 
-For a group g of responses to one prompt with scalar rewards r (methods.md §1.1):
+For a group g of responses to one prompt with scalar rewards r (docs/methods.md §1.1):
 
     A_i = (r_i - mean_g) / (std_g + eps)   GRPO (norm_by_std=True, std_scope="group")
     A_i =  r_i - mean_g                    Dr.GRPO (norm_by_std=False)

@@ -1,4 +1,4 @@
-"""Warnings for knobs that cannot act in the current regime (ecosystem.md §4 F).
+"""Warnings for knobs that cannot act in the current regime (docs/methods.md §E.4).
 
 On-policy (one mini-batch, one epoch) the importance ratio is identically 1: clip bounds, dual clip and
 GSPO's clip range never trigger, and KL-Cov's |log pi - log pi_old| penalty is identically 0. Users set

@@ -1,7 +1,7 @@
 """Token-selection statistics (top-k, quantile, min/max, mean) with a selection scope, implemented once.
 
 STARE, STEER, STAPO, Clip-Cov, KL-Cov and 80/20 all pick tokens, or normalise token scores, by a
-statistic of a *set* of tokens. Which set is a real choice (methods.md §0):
+statistic of a *set* of tokens. Which set is a real choice (docs/methods.md §0):
 
 * ``micro``: the tokens of one call of the loss, i.e. one micro-batch on one GPU. This is what every
   official verl-based implementation does, so it is the reproduction default; the result depends on

@@ -2,7 +2,7 @@
 
 * ``clipped_surrogate``: PPO/GRPO clipped ratio objective with decoupled bounds (DAPO's clip-higher)
   and the dual clip of Ye et al. (arXiv 1912.09729) for negative advantages, as in verl's ``vanilla``
-  policy loss (methods.md §1.2): log-ratio clamped to [-20, 20], ``l = max(-A r, -A clip(r))``, then
+  policy loss (docs/methods.md §1.2): log-ratio clamped to [-20, 20], ``l = max(-A r, -A clip(r))``, then
   for A < 0 ``min(l, -A c)``.
 * ``gspo_surrogate``: GSPO's length-normalised sequence ratio in its token form (arXiv 2507.18071).
 * ``kl_penalty``: per-token KL estimators between the policy and a reference model (verl's
@@ -15,7 +15,7 @@
 ``seq-mean-token-sum-norm`` (Dr.GRPO) divides by (number of sequences x C), with C the constant
 ``loss_scale_factor`` (max response length), as Dr.GRPO and TRL define it. verl 0.9's ``agg_loss`` with
 global batch info does the same; its legacy actor had no 1/N_seq factor, so its scale depended on the
-micro-batch size (methods.md §1.3). Our sequence counts skip fully masked rows; verl's
+micro-batch size (docs/methods.md §1.3). Our sequence counts skip fully masked rows; verl's
 ``global_batch_size`` counts every row (the verl plug-in passes verl's number).
 """
 
@@ -183,7 +183,7 @@ def aggregate(
     normalizer: LossNormalizer | None = None,
     loss_scale_factor: float | None = None,
 ) -> Tensor:
-    """Reduce a per-token loss [B, T] to a scalar (see the module docstring and methods.md §1.3).
+    """Reduce a per-token loss [B, T] to a scalar (see the module docstring and docs/methods.md §1.3).
 
     Without ``normalizer`` the denominators come from ``mask`` itself (verl semantics for one call).
     Empty selections give 0, never NaN.

@@ -1,4 +1,4 @@
-"""First-order entropy dynamics of a softmax policy (methods.md §2): the quantities STARE's argument uses.
+"""First-order entropy dynamics of a softmax policy (docs/methods.md §2): the quantities STARE's argument uses.
 
 For pi = softmax(z) at one state, dH/dz_j = -pi_j (log pi_j + H). One policy-gradient step on the
 per-token objective A log pi(o) moves the logits by dz_j = eta A ([j == o] - pi_j), so to first order

@@ -23,7 +23,7 @@ def realised_change(z, o, a, lr):
 
 
 def test_worked_example_from_the_spec():
-    # pi = [0.9, 0.05, 0.05]: H = 0.394, C = 0.221, S(top) = +0.039, S(rare) = -0.351 (methods.md §2.3)
+    # pi = [0.9, 0.05, 0.05]: H = 0.394, C = 0.221, S(top) = +0.039, S(rare) = -0.351 (docs/methods.md §2.3)
     z = torch.log(torch.tensor([0.9, 0.05, 0.05], dtype=torch.float64))
     s = entropy_sensitivity(z.expand(3, 3), torch.tensor([0, 1, 2]))
     assert s.entropy[0].item() == pytest.approx(0.394, abs=1e-3)

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 SEARCH_WINDOW = 50_000  # characters from the end of the response that extraction looks at
-FALLBACK_WINDOW = 300  # STARE's last-resort window (methods.md §3.6)
+FALLBACK_WINDOW = 300  # STARE's last-resort window (docs/methods.md §3.6)
 
 # One token stream for brace matching: escaped braces are literal text, \boxed{ / \fbox{ open a box.
 _BRACE_TOKENS = re.compile(r"\\[{}]|\\(?:boxed|fbox)\s*\{|[{}]")

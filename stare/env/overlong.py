@@ -1,4 +1,4 @@
-"""DAPO's overlong reward shaping and truncation masking (methods.md §1.5), as pure functions.
+"""DAPO's overlong reward shaping and truncation masking (docs/methods.md §1.5), as pure functions.
 
 Soft overlong punishment (DAPO, arXiv 2503.14476; verl ``DAPORewardManager``): with a generation cap
 ``max_len`` (L_max) and a buffer ``cache_len`` (L_cache), a response of ``length`` tokens gets
@@ -14,7 +14,7 @@ end-of-sequence token is truncated, and its tokens are left out of the loss (``k
 
 Defaults (``OverlongConfig``): L_max 20480, L_cache 4096, f 1.0, from DAPO's reference recipe
 (hp-luo/STARE ``recipe/dapo/run_dapo_qwen2.5_32b.sh``, the same as upstream verl); the STARE paper's
-long chain-of-thought settings are not published (methods.md §3.5, §13).
+long chain-of-thought settings are not published (docs/methods.md §3.5, §13).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 objective of ``stare.objectives`` and runs the method's controller (STARE's entropy gate, ...), saved with
 each checkpoint.
 
-TRL has no loss registry (ecosystem.md §1.2); the supported extension is a subclass that overrides
+TRL has no loss registry (docs/methods.md §E.2); the supported extension is a subclass that overrides
 ``_compute_loss``. This one keeps TRL's generation, rewards, advantages, batching, logging and
 checkpointing, and changes three things:
 
@@ -28,7 +28,7 @@ Where it deviates from TRL's own behaviour:
 * TRL's KL term (``beta``, k3 estimator against its reference model) is the objective's ``kl_coef`` with
   ``kl_estimator="k3"``, aggregated with the step's denominators like the policy loss.
 * The batch entropy that drives the gate is the token-weighted mean of the old pass; TRL's adaptive
-  entropy coefficient uses the previous step's (ecosystem.md §2).
+  entropy coefficient uses the previous step's (docs/methods.md §E.3).
 * Options whose effect lives inside TRL's own loss are refused with an error that names the objective
   to use instead: ``top_entropy_quantile`` (``forking``), ``entropy_coef`` / ``use_adaptive_entropy``
   (``entropy_bonus``), ``importance_sampling_level="sequence"`` (``gspo``), ``delta``,

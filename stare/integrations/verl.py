@@ -22,7 +22,7 @@ instantiates through ``policy_loss._target_``):
   ``policy_loss.clip_cov_ratio`` / ``clip_cov_lb`` / ``clip_cov_ub`` / ``kl_cov_ratio`` / ``ppo_kl_coef``
   (with verl's defaults). Setting one of them again in ``params`` is an error.
 
-What a verl policy loss cannot see (ecosystem.md §1.1) -- per-token entropies, the controller state,
+What a verl policy loss cannot see (docs/methods.md §E.1) -- per-token entropies, the controller state,
 the global selection plan, row ids -- reaches it through ``loss_inputs``, a context that
 ``stare_ppo_loss`` (the worker-side loss function the trainer installs with ``set_loss_fn``) fills
 from verl's own micro-batch: the current entropy from the model output (``calculate_entropy``), the
@@ -37,7 +37,7 @@ Where it deviates from verl's own losses:
 * Our Clip-Cov draws its random subset with a hash of (step, token id), not ``torch.randperm``; both
   Clip-Cov and KL-Cov break ties by token id (stare.objectives.cov). With
   ``selection_scope="global"`` they select over the whole training batch of the step, all ranks
-  included, instead of per micro-batch and GPU (ecosystem.md §1.1 caveats).
+  included, instead of per micro-batch and GPU (docs/methods.md §E.1).
 * verl averages a policy loss's metrics over micro-batches and ranks (a mean of means); ours are
   reported per micro-batch the same way, so under verl ``actor/stare/...`` are means of micro-batch
   fractions, and ``actor/token_weight/min`` / ``max`` means of micro-batch extremes.

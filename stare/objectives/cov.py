@@ -1,7 +1,7 @@
 """Clip-Cov and KL-Cov (Cui et al., "The Entropy Mechanism of RL for Reasoning LMs", arXiv 2505.22617).
 
 Official code: PRIME-RL/Entropy-Mechanism-of-RL, merged into verl as ``compute_policy_loss_clip_cov`` /
-``compute_policy_loss_kl_cov`` (policy losses ``clip_cov`` / ``kl_cov``). methods.md §6.
+``compute_policy_loss_kl_cov`` (policy losses ``clip_cov`` / ``kl_cov``). docs/methods.md §6.
 
 Both rank tokens by the token-level covariance between advantage and log-prob, the batch proxy of the
 term that drives entropy down (§2.2):

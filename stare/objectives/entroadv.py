@@ -1,11 +1,11 @@
 """EntroAdv: entropy-based advantage shaping (Cheng et al., "Reasoning with Exploration: An Entropy
-Perspective", arXiv 2506.14758). A baseline in the STARE paper's table. methods.md §9.9.
+Perspective", arXiv 2506.14758). A baseline in the STARE paper's table. docs/methods.md §9.9.
 
     A'_t = A_t + min(alpha * H_t (detached), |A_t| / kappa)
 
 The clip of the bonus at |A| / kappa (kappa > 1) keeps the sign of A, and A = 0 stays 0. H is the
 current forward's entropy in micro scope, the old policy's in global scope. alpha = 0.4, kappa = 2 are
-[unverified] (methods.md): configurable. Clip: verl defaults.
+[unverified] (docs/methods.md): configurable. Clip: verl defaults.
 """
 
 from __future__ import annotations

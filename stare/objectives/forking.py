@@ -1,6 +1,6 @@
 """80/20 high-entropy "forking" tokens (Wang et al., "Beyond the 80/20 Rule", arXiv 2506.01939).
 
-methods.md §7. Only the top rho (20%) of tokens by entropy keep their policy gradient; the rest are
+docs/methods.md §7. Only the top rho (20%) of tokens by entropy keep their policy gradient; the rest are
 masked. Two public implementations differ, both offered here and named:
 
 * ``threshold="topk", denominator="kept"``: the verl re-implementation (CarlanLark/Lp-Reg-dev,

@@ -1,4 +1,4 @@
-"""GSPO: Group Sequence Policy Optimization (Zheng et al., arXiv 2507.18071). methods.md §9.8.
+"""GSPO: Group Sequence Policy Optimization (Zheng et al., arXiv 2507.18071). docs/methods.md §9.8.
 
 The importance ratio is the length-normalised sequence ratio s_i = exp(mean_t log(pi/pi_old)), used per
 token in the form sg[s_i] * pi_t / sg[pi_t] so that every token of a sequence shares one clip decision.

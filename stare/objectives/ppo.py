@@ -1,6 +1,6 @@
 """Vanilla PPO/GRPO clipped surrogate: the baseline every other objective reduces to.
 
-methods.md §1.2; verl's ``vanilla`` policy loss (``compute_policy_loss_vanilla``). With
+docs/methods.md §1.2; verl's ``vanilla`` policy loss (``compute_policy_loss_vanilla``). With
 ``clip_ratio_high=0.28, clip_ratio_c=10`` and token-mean this is the loss of DAPO and of the STARE
 paper's GRPO-ds baseline; with ``loss_agg_mode="seq-mean-token-sum-norm"`` (and unnormalised
 advantages, see ``stare.advantages``) it is Dr.GRPO. Defaults: verl's actor config.

@@ -1,6 +1,6 @@
 """STAPO: silencing rare spurious tokens.
 
-Paper: Liu et al., arXiv 2602.15620. No official code was found (methods.md §5), so the thresholds
+Paper: Liu et al., arXiv 2602.15620. No official code was found (docs/methods.md §5), so the thresholds
 below are **inferred** from the abstract and a third-party summary and are configurable.
 
 A spurious token is a rare token sampled at a confident position inside a correct answer: it inherits

@@ -2,7 +2,7 @@
 
 Paper: Luo et al., arXiv 2606.19236. Official code: hp-luo/STARE (verl 0.7 fork),
 ``verl/trainer/ppo/core_algos.py`` (``compute_stare_token_weights``, ``compute_policy_loss_stare``).
-methods.md §3.
+docs/methods.md §3.
 
 Inside the clipped (and dual-clipped) surrogate each token's loss is multiplied by a weight w:
 

@@ -2,7 +2,7 @@
 
 Paper: Hao et al., arXiv 2510.10150. Official code: zz-haooo/STEER (verl 0.4.1 fork),
 ``verl/trainer/ppo/core_algos.py`` (``compute_token_weights``, loss mode ``entropy_control``).
-methods.md §4.
+docs/methods.md §4.
 
 Each token gets an estimate of its own entropy change and tokens predicted to move entropy most are
 damped:
@@ -15,7 +15,7 @@ damped:
 
 The loss is the token-mean of w times the dual-clipped PPO loss; weights are not renormalised.
 
-Deviation (optional, ``omega="first_order"``): the first-order derivation of methods.md §2.2 with the
+Deviation (optional, ``omega="first_order"``): the first-order derivation of docs/methods.md §2.2 with the
 per-state constant approximated by pi_o^2 (log pi_o + H) has one more factor x; the official code omits
 it. Since only |Omega| normalised by its min/max is used, the code form is the default.
 """

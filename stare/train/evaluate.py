@@ -2,8 +2,9 @@
 
 pass@k for a prompt with n samples of which c are correct is 1 - C(n - c, k) / C(n, k) (Chen et al.,
 arXiv 2107.03374), the probability that k samples drawn without replacement contain a correct one;
-averaged over prompts. It is unbiased for the pass@k of the sampling policy, unlike "best of the first
-k" (biased low, as verl's best@k was, ecosystem.md §4 I).
+averaged over prompts. It is unbiased for the pass@k of the sampling policy and uses all n samples,
+so it has less variance than scoring only the first k; estimates that resample k of the n with
+replacement (verl's former best@k) are biased low (docs/methods.md §E.5).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A preset fixes what makes the method the method (objective, its parameters and its controller's,
 advantage normalisation, dynamic sampling) and leaves everything else (model, task, optimiser, steps) to the config.
-Values follow methods.md; where a method needs a target entropy, presets use
+Values follow docs/methods.md; where a method needs a target entropy, presets use
 ``target_entropy_ratio`` (a fraction of the first step's batch entropy) so that they transfer across
 models whose entropy scales differ; the paper's absolute 0.3 nats is kept in ``configs/`` for real models.
 """
@@ -22,7 +22,7 @@ METHODS: dict[str, dict] = {
     "grpo": {"algorithm": {"objective": "ppo", "params": {}}, "rollout": {"dynamic_sampling": False}},
     # The STARE paper's baseline: clip-higher 0.28, dual clip 10, dynamic sampling on acc, token-mean.
     "grpo_ds": {"algorithm": {"objective": "ppo", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
-    # DAPO = GRPO-ds + overlong soft punishment (methods.md §1.5).
+    # DAPO = GRPO-ds + overlong soft punishment (docs/methods.md §1.5).
     "dapo": {"algorithm": {"objective": "ppo", "params": dict(_DAPO_CLIP)},
              "rollout": {"dynamic_sampling": True}, "reward": {"overlong_shaping": True}},
     # Dr.GRPO: no std division, sum / (sequences x max length).

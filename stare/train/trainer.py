@@ -150,6 +150,9 @@ class Trainer:
         # the method: its parameters, controller and hooks (stare.objectives)
         self.objective = get_objective(cfg.algorithm.objective)
         self.params = make_params(self.objective, cfg.algorithm.params)
+        if self.params.loss_agg_mode == "seq-mean-token-sum-norm" and self.params.loss_scale_factor is None:
+            # Dr.GRPO's constant C is the maximum response length, not the padded length of each batch
+            self.params = dataclasses.replace(self.params, loss_scale_factor=float(cfg.rollout.max_new_tokens))
         self.controller = make_controller(self.objective, self.params)
         self.needs_entropy = bool(self.objective.needs & {"entropy", "entropy_grad"})
         self.logit_stats = self.objective.logit_stats(self.params) if self.objective.logit_stats else {}

@@ -50,7 +50,7 @@ def test_last_resort_answers_are_not_formatted(response, answer, how):
 
 
 def test_last_resort_looks_only_at_the_last_300_characters():
-    # 42 is 301 characters from the end: STARE's window (methods.md §3.6) does not reach it.
+    # 42 is 301 characters from the end: STARE's window (docs/methods.md §3.6) does not reach it.
     assert extract_answer("42" + " " * 299 + "x").answer is None
     assert extract_answer("42" + " " * 297 + "x").answer == "42"
 

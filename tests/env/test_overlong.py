@@ -1,4 +1,4 @@
-"""DAPO overlong shaping and truncation (methods.md §1.5), by hand. Run: python -m pytest -q tests/rewards/test_overlong.py"""
+"""DAPO overlong shaping and truncation (docs/methods.md §1.5), by hand. Run: python -m pytest -q tests/rewards/test_overlong.py"""
 
 import pytest
 

@@ -174,3 +174,10 @@ def test_fused_old_pass_gives_the_same_run(tmp_path):
     assert "timing_s/old_log_prob" not in fused[0] and "timing_s/old_log_prob" in separate[0]
     assert _deterministic(fused) == [{k: v for k, v in r.items() if k != "timing_s/old_log_prob"}
                                      for r in _deterministic(separate)]
+
+
+def test_dr_grpo_divides_by_the_maximum_response_length(tmp_path):
+    tr = _trainer(tmp_path, method="dr_grpo")
+    assert tr.params.loss_scale_factor == 8.0  # rollout.max_new_tokens, not each batch's padded width
+    tr = _trainer(tmp_path, method="dr_grpo", algorithm={"params": {"loss_scale_factor": 100.0}})
+    assert tr.params.loss_scale_factor == 100.0

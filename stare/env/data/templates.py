@@ -4,7 +4,7 @@ Templates (``TEMPLATES``; ``apply_template`` also takes any string containing ``
 
 * ``boxed``: the STARE short chain-of-thought prompt, the question followed by
   "\\nPlease reason step by step, and put your final answer within \\boxed{}." (hp-luo/STARE
-  ``run_short_cot_qwen2.5_math_7b_STARE.sh``, methods.md §3.5; it is also Qwen2.5-Math's CoT prompt).
+  ``run_short_cot_qwen2.5_math_7b_STARE.sh``, docs/methods.md §3.5; it is also Qwen2.5-Math's CoT prompt).
 * ``answer_line``: DAPO's "Answer:" format, as stored in the DAPO-Math-17k and AIME files that verl
   and the STARE/STEER recipes use (the instruction text is data from those files).
 * ``dapo_boxed``: the same DAPO wrapper asking for ``\\boxed{Answer}`` on the last line, as in the

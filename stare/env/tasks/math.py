@@ -6,7 +6,7 @@ keeps up to ``num_workers`` checks in flight.
 
 The two families of the STARE paper:
 
-* ``MathTask.short_cot(train, test)``: prompts re-templated with the STARE boxed suffix (methods.md
+* ``MathTask.short_cot(train, test)``: prompts re-templated with the STARE boxed suffix (docs/methods.md
   §3.5), reward = accuracy in {0, 1} (§3.6).
 * ``MathTask.long_cot(train, test, overlong=...)``: the same prompts, an answer only after
   ``</think>`` (a response that never closes its thinking scores 0), and ``task.overlong``, DAPO's
@@ -14,7 +14,7 @@ The two families of the STARE paper:
   paper's long-CoT lengths are not published, so ``OverlongConfig``'s defaults are DAPO's recipe.
 
 ``correct_reward``/``wrong_reward`` map accuracy to the training reward (1/0 for STARE and GRPO-ds;
-DAPO's math reward is +1/-1, methods.md §1.5). ``Score.acc`` stays in {0, 1} either way.
+DAPO's math reward is +1/-1, docs/methods.md §1.5). ``Score.acc`` stays in {0, 1} either way.
 """
 
 from __future__ import annotations

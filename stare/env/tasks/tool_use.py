@@ -1,6 +1,6 @@
 """Multi-turn tool use: math with a sandboxed calculator, the agent loop, and the loss mask.
 
-Protocol (our own; STARE's tool-use recipe, ReTool-style, is not published, methods.md §3.5):
+Protocol (our own; STARE's tool-use recipe, ReTool-style, is not published, docs/methods.md §3.5):
 
 * the model writes code between ``<code>`` and ``</code>``; generation stops at ``</code>``
   (``CalculatorEnv.stop_strings``);
