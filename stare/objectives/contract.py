@@ -25,7 +25,9 @@ hooks need the trainer (``stare.train``), and the plug-ins refuse methods that u
 from __future__ import annotations
 
 import copy
+import math
 import os
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
@@ -336,6 +338,38 @@ class ControllerState:
                              f"missing keys {sorted(missing)}")
         for key, value in state.items():
             setattr(self, key, copy.deepcopy(value))
+
+
+def check_entropy_target(target: float | None, ratio: float | None) -> None:
+    """The parameters of a target-entropy controller: an absolute target or a ratio of the first batch's
+    entropy, not both."""
+    if target is not None and ratio is not None:
+        raise ValueError("set target_entropy or target_entropy_ratio, not both (set the other to null)")
+    if target is not None and not target >= 0:
+        raise ValueError(f"target_entropy must be >= 0 nats, got {target}")
+    if ratio is not None and not ratio > 0:
+        raise ValueError(f"target_entropy_ratio must be > 0, got {ratio}")
+
+
+def initial_target(target: float | None, ratio: float | None, default: float) -> float:
+    """The target before the first update: the absolute one (or ``default``); NaN until the first batch
+    when it is a ratio (``resolve_target`` then fixes it)."""
+    return math.nan if ratio is not None else (default if target is None else target)
+
+
+def resolve_target(current: float, ratio: float | None, batch_entropy: float) -> float:
+    return ratio * batch_entropy if math.isnan(current) else current
+
+
+def finite_entropy(controller: Any, data: StepData) -> float | None:
+    """The step's batch entropy, or None when it is NaN or infinite: then ``controller.skipped_updates``
+    counts it, a warning says so, and the controller leaves its state as it was."""
+    h = float(data.batch_entropy)
+    if math.isfinite(h):
+        return h
+    controller.skipped_updates += 1
+    warnings.warn(f"{type(controller).__name__}: batch entropy is {h}; state left unchanged", RuntimeWarning)
+    return None
 
 
 def save_controller(path: str | os.PathLike, controller: Controller) -> Path:

@@ -21,11 +21,11 @@ visible starting point, not a recommendation.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 from ..surrogate import clipped_surrogate, surrogate_stats
-from .contract import ClipParams, ControllerState, StepData, Terms, clip_inert_knobs
+from .contract import (ClipParams, ControllerState, StepData, Terms, check_entropy_target, clip_inert_knobs, finite_entropy,
+                       initial_target, resolve_target)
 from .registry import Objective, register_objective
 
 __all__ = ["DEFAULT_TARGET_ENTROPY", "EntropyBonusController", "EntropyBonusParams", "entropy_bonus_terms"]
@@ -55,12 +55,7 @@ class EntropyBonusParams(ClipParams):
         super().__post_init__()
         if self.entropy_coeff < 0:
             raise ValueError(f"entropy_coeff must be >= 0, got {self.entropy_coeff}")
-        if self.target_entropy is not None and self.target_entropy_ratio is not None:
-            raise ValueError("set target_entropy or target_entropy_ratio, not both (set the other to null)")
-        if self.target_entropy is not None and not self.target_entropy >= 0:
-            raise ValueError(f"target_entropy must be >= 0 nats, got {self.target_entropy}")
-        if self.target_entropy_ratio is not None and not self.target_entropy_ratio > 0:
-            raise ValueError(f"target_entropy_ratio must be > 0, got {self.target_entropy_ratio}")
+        check_entropy_target(self.target_entropy, self.target_entropy_ratio)
         if not (0 <= self.coef_min <= self.coef_max):
             raise ValueError(f"need 0 <= coef_min <= coef_max, got {self.coef_min}, {self.coef_max}")
         if self.coef_delta < 0:
@@ -82,21 +77,18 @@ class EntropyBonusController(ControllerState):
         p = self.params
         if math.isnan(self.coef):
             self.coef = p.entropy_coeff
-        if math.isnan(self.target_entropy) and p.target_entropy_ratio is None:
-            self.target_entropy = DEFAULT_TARGET_ENTROPY if p.target_entropy is None else p.target_entropy
+        if math.isnan(self.target_entropy):
+            self.target_entropy = initial_target(p.target_entropy, p.target_entropy_ratio, DEFAULT_TARGET_ENTROPY)
 
     def update(self, data: StepData) -> None:
-        h = float(data.batch_entropy)
-        if not math.isfinite(h):
-            self.skipped_updates += 1
-            warnings.warn(f"EntropyBonusController: batch entropy is {h}; coefficient left unchanged", RuntimeWarning)
+        h = finite_entropy(self, data)
+        if h is None:
             return
         self.last_entropy = h
         p = self.params
         if not p.adaptive:
             return
-        if math.isnan(self.target_entropy):
-            self.target_entropy = p.target_entropy_ratio * h
+        self.target_entropy = resolve_target(self.target_entropy, p.target_entropy_ratio, h)
         self.active = h <= self.target_entropy
         step = p.coef_delta if self.active else -p.coef_delta
         self.coef = min(max(self.coef + step, p.coef_min), p.coef_max)

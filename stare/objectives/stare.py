@@ -39,7 +39,6 @@ old-policy surprisal over the whole mini-batch and all ranks.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -48,7 +47,8 @@ from ..checks import check_choice, check_fraction
 from ..metrics import mean_stat
 from ..selection import apply_topk, ceil_fraction, fit_topk
 from ..surrogate import clipped_surrogate, surrogate_stats
-from .contract import ClipParams, ControllerState, StepData, Terms, clip_inert_knobs
+from .contract import (ClipParams, ControllerState, StepData, Terms, check_entropy_target, clip_inert_knobs, finite_entropy,
+                       initial_target, resolve_target)
 from .registry import Objective, register_objective
 
 __all__ = ["DEFAULT_TARGET_ENTROPY", "StareController", "StareParams", "stare_fit", "stare_terms"]
@@ -95,12 +95,7 @@ class StareParams(ClipParams):
         check_fraction("top_p_ratio", self.top_p_ratio)
         if not self.reweight_w > 0 or not self.reweight_m > 0:
             raise ValueError(f"reweight_w and reweight_m must be > 0, got {self.reweight_w}, {self.reweight_m}")
-        if self.target_entropy is not None and self.target_entropy_ratio is not None:
-            raise ValueError("set target_entropy or target_entropy_ratio, not both (set the other to null)")
-        if self.target_entropy is not None and not self.target_entropy >= 0:
-            raise ValueError(f"target_entropy must be >= 0 nats, got {self.target_entropy}")
-        if self.target_entropy_ratio is not None and not self.target_entropy_ratio > 0:
-            raise ValueError(f"target_entropy_ratio must be > 0, got {self.target_entropy_ratio}")
+        check_entropy_target(self.target_entropy, self.target_entropy_ratio)
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
         if not (self.w_max >= 1 and 0 < self.m_min <= 1):
@@ -124,17 +119,14 @@ class StareController(ControllerState):
         p = self.params
         if math.isnan(self.reweight_w):
             self.reweight_w, self.reweight_m = p.reweight_w, p.reweight_m
-        if math.isnan(self.target_entropy) and p.target_entropy_ratio is None:
-            self.target_entropy = DEFAULT_TARGET_ENTROPY if p.target_entropy is None else p.target_entropy
+        if math.isnan(self.target_entropy):
+            self.target_entropy = initial_target(p.target_entropy, p.target_entropy_ratio, DEFAULT_TARGET_ENTROPY)
 
     def update(self, data: StepData) -> None:
-        h = float(data.batch_entropy)
-        if not math.isfinite(h):
-            self.skipped_updates += 1
-            warnings.warn(f"StareController: batch entropy is {h}; gate and weights left unchanged", RuntimeWarning)
+        h = finite_entropy(self, data)
+        if h is None:
             return
-        if math.isnan(self.target_entropy):  # target_entropy_ratio: fixed from the first batch
-            self.target_entropy = self.params.target_entropy_ratio * h
+        self.target_entropy = resolve_target(self.target_entropy, self.params.target_entropy_ratio, h)
         self.last_entropy = h
         self.gate_on = h < self.target_entropy
         p = self.params
