@@ -42,7 +42,7 @@ def archive_name(method: str, seed: int) -> str:
 
 
 def run_one(code: Path, out: Path, method: str, seed: int, steps: int) -> tuple[str, int, float]:
-    run = out / method / f"seed_{seed}"
+    run = (out / method / f"seed_{seed}").resolve()
     if (run / "DONE").exists():
         return f"{method}/seed_{seed}", 0, 0.0
     cmd = [sys.executable, "-m", "stare.cli", "train", str(code / "stare" / "configs" / "testbed.yaml"),
@@ -51,7 +51,7 @@ def run_one(code: Path, out: Path, method: str, seed: int, steps: int) -> tuple[
            "logging.tensorboard=false"]
     env = dict(os.environ, PYTHONPATH=str(code), OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     t0 = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, cwd=code, capture_output=True, text=True)  # cwd: `-m` puts it first on the path
     if proc.returncode == 0:
         (run / "DONE").write_text("ok")
     else:
@@ -81,15 +81,19 @@ def check_archive(records: list[dict], name: str, steps: int) -> list[str]:
     return problems
 
 
-def check_identical(a: list[dict], b: list[dict], label: str) -> list[str]:
+def check_identical(a: list[dict], b: list[dict], label: str, only_in_a: set) -> list[str]:
+    """Every metric both runs log must be equal; metrics only one side logs (a newer version's new
+    metrics) are collected in ``only_in_a`` / reported, not compared."""
     if len(a) != len(b):
         return [f"{label}: {len(a)} vs {len(b)} steps"]
     problems = []
     for x, y in zip(a, b):
-        keys = {k for k in {*x, *y} if not k.startswith(STOCHASTIC)}
-        for k in sorted(keys):
-            if x.get(k) != y.get(k):
-                problems.append(f"{label} step {x['step']} {k}: {x.get(k)!r} vs {y.get(k)!r}")
+        only_in_a.update(k for k in x if k not in y)
+        if any(k not in x for k in y):
+            problems.append(f"{label} step {x['step']}: metrics missing here: {sorted(k for k in y if k not in x)}")
+        for k in sorted(k for k in x if k in y and not k.startswith(STOCHASTIC)):
+            if x[k] != y[k]:
+                problems.append(f"{label} step {x['step']} {k}: {x[k]!r} vs {y[k]!r}")
     return problems
 
 
@@ -114,7 +118,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from stare.report.runs import read_metrics
 
-    problems = []
+    problems, new_metrics, compared = [], set(), 0
     for method, seed in jobs:
         path = args.out / method / f"seed_{seed}" / "metrics.jsonl"
         records = read_metrics(path, missing_ok=True)[: args.steps]
@@ -122,10 +126,14 @@ def main() -> int:
             problems += check_archive(records, archive_name(method, seed), args.steps)
         if args.compare_with is not None:
             other = read_metrics(args.compare_with / method / f"seed_{seed}" / "metrics.jsonl", missing_ok=True)
-            problems += check_identical(records, other[: args.steps], f"{method}/seed_{seed}")
+            problems += check_identical(records, other[: args.steps], f"{method}/seed_{seed}", new_metrics)
+            compared += sum(1 for r, o in zip(records, other) for k in r if k in o and not k.startswith(STOCHASTIC))
     checked = ["the archive" * (not args.no_archive), str(args.compare_with or "")]
     print(f"{len(jobs)} runs x {args.steps} steps checked against {' and '.join(c for c in checked if c)}: "
           f"{len(problems)} mismatches")
+    if args.compare_with is not None:
+        print(f"{compared} values compared with {args.compare_with}; metrics only this run logs: "
+              f"{sorted(new_metrics) or 'none'}")
     for p in problems[:40]:
         print("  " + p)
     return 1 if problems else 0

@@ -110,7 +110,14 @@ def _cmd_objectives(args: argparse.Namespace) -> int:
     for name in list_objectives():
         obj = get_objective(name)
         print(f"{name}: {obj.summary}")
-        print(f"    acts at: {', '.join(obj.acts_at)}" + (f"; needs: {', '.join(sorted(obj.needs))}" if obj.needs else ""))
+        line = f"    acts at: {', '.join(obj.acts_at)}"
+        if obj.needs:
+            line += f"; needs: {', '.join(sorted(obj.needs))}"
+        if obj.controller is not None:
+            line += f"; controller: {obj.controller.__name__}"
+        if obj.step_hooks:
+            line += f"; trainer hooks: {', '.join(obj.step_hooks)} (not in the verl / TRL plug-ins)"
+        print(line)
         defaults = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(obj.params))
         print(f"    params: {defaults}")
     return 0
