@@ -3,6 +3,11 @@ folders: each run's resolved config, its final values (``stare.report.aggregate.
 per-step metrics the figures plot, gzipped. Groups passed replace their entries; the others are kept.
 
     python experiments/archive_results.py --study runs/study --w-sweep runs/w_sweep --diagnostics runs/diagnostics
+    python experiments/archive_results.py --group equal_entropy__explore_on runs/equal_entropy/explore_on
+
+A `stare compare` folder's `summary.md` (and a calibration's `calibration.json` and `calibrated.yaml`,
+under `<folder>/calibration/`) are kept as `<group>_summary.md`, `<group>_calibration.json`,
+`<group>_calibrated.yaml`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from stare.report.runs import read_metrics
 DEST = Path(__file__).resolve().parent / "results"
 CURVE_KEYS = ("actor/entropy", "critic/acc/mean", "response_length/mean", "stare/gate_on", "stare/target_entropy",
               "stare/reweight_w", "val/acc/mean@8", "val/pass@8", "diag/predicted_dH", "diag/predicted_dH_param",
-              "diag/realised_dH")
+              "diag/realised_dH", "tune/value", "tune/target_entropy", "actor/entropy_coeff", "val/acc/mean@64",
+              "val/pass@1", "val/pass@64", "val/explore_easy/acc/mean@64", "val/explore_easy/pass@64",
+              "val/explore_hard/acc/mean@64", "val/explore_hard/pass@1", "val/explore_hard/pass@64")
 
 
 def runs_in(root: Path) -> dict[str, Path]:
@@ -51,23 +58,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for group in ("study", "w_sweep", "diagnostics"):
         ap.add_argument(f"--{group.replace('_', '-')}", dest=group, type=Path, help=f"folder of the {group} runs")
+    ap.add_argument("--group", nargs=2, action="append", default=[], metavar=("NAME", "FOLDER"),
+                    help="any other group: its name and folder (a stare compare or calibrate output)")
     args = ap.parse_args()
+    groups = {g: getattr(args, g) for g in ("study", "w_sweep", "diagnostics")}
+    groups.update({name: Path(folder) for name, folder in args.group})
     (DEST / "configs").mkdir(parents=True, exist_ok=True)
     (DEST / "curves").mkdir(exist_ok=True)
     values_path = DEST / "final_values.json"
     values = json.loads(values_path.read_text()) if values_path.exists() else {}
-    for group in ("study", "w_sweep", "diagnostics"):
-        root = getattr(args, group)
+    for group, root in groups.items():
         if root is None:
             continue
         values[group] = {}
-        for name, run in runs_in(root).items():
+        runs = runs_in(root)
+        if (root / "calibration" / "tune").is_dir():
+            runs.update({f"tune_{k}": v for k, v in runs_in(root / "calibration" / "tune").items()})
+        for name, run in runs.items():
             records = read_metrics(run / "metrics.jsonl")
             values[group][name] = {k: round(v, 5) for k, v in final_values(records).items()}
             (DEST / "configs" / f"{group}__{name}.yaml").write_text((run / "config.yaml").read_text())
             write_curves(records, DEST / "curves" / f"{group}__{name}.csv.gz")
         if group == "study" and (root / "report_all" / "summary.md").exists():
             (DEST / "study_summary.md").write_text((root / "report_all" / "summary.md").read_text())
+        elif group not in ("study", "w_sweep", "diagnostics"):
+            for src, name in ((root / "summary.md", "summary.md"), (root / "calibration" / "calibration.json",
+                                                                    "calibration.json"),
+                              (root / "calibration" / "calibrated.yaml", "calibrated.yaml")):
+                if src.exists():
+                    (DEST / f"{group}_{name}").write_text(src.read_text())
         print(f"{group}: {len(values[group])} runs archived from {root}")
     values_path.write_text(json.dumps(values, indent=1, sort_keys=True))
 

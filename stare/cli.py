@@ -1,4 +1,4 @@
-"""Command line: ``stare demo | train | eval | objectives | methods``."""
+"""Command line: ``stare demo | train | eval | compare | calibrate | objectives | methods``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .train.logging import quiet_transformers
 
     quiet_transformers()
-    run_demo(args.overrides, out_dir=args.out)
+    run_demo(args.overrides, out_dir=args.out, config=args.config)
     return 0
 
 
@@ -69,31 +69,37 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     from .report.aggregate import aggregate
     from .report.html import write_report
-    from .report.plots import plot_aggregate
+    from .report.plots import aggregate_panels, plot_aggregate, plot_pass_at_k
     from .report.runs import plan_runs
     from .report.tables import markdown_table, summary_table
     from .train.config import load_config
-    from .train.scheduler import run_grid
+    from .train.scheduler import BASE, run_grid
 
     console = Console()
-    # validate every combination before spending any compute
+    # validate every combination before spending any compute ("base": the untrained model, evaluated only)
+    cfg = load_config(args.config, list(args.overrides))
     for m in args.methods:
-        cfg = load_config(args.config, list(args.overrides) + [f"method={m}"])
+        if m != BASE:
+            cfg = load_config(args.config, list(args.overrides) + [f"method={m}"])
     runs_dir = Path(args.out)
     out = Path(args.report_dir or args.out)
     out.mkdir(parents=True, exist_ok=True)
     specs = plan_runs(runs_dir, args.methods, args.seeds)
     failed = [] if args.no_run else run_grid(args.config, specs, args.overrides, workers=args.workers,
                                              total_steps=cfg.trainer.steps, console=console)
-    baseline = args.baseline or args.methods[0]
+    baseline = args.baseline or next((m for m in args.methods if m != BASE), args.methods[0])
     result = aggregate(specs, baseline=baseline)
     (out / "summary.json").write_text(json.dumps(result, indent=1, default=str))
     names = ", ".join(args.methods) if len(args.methods) <= 3 else f"{len(args.methods)} methods"  # the legend names them
     png = plot_aggregate(result["curves"], out / "curves.png", title=f"{names}: mean of {len(args.seeds)} seeds, "
-                         f"95% band, {result['smooth']}-step moving average")
+                         f"95% band, {result['smooth']}-step moving average", panels=aggregate_panels(result["curves"]))
+    figures = {"mean over seeds with 95% bands": png}
+    if result["pass_at_k"]:
+        figures["pass@k at the last evaluation, mean over seeds with 95% bands"] = plot_pass_at_k(
+            result["pass_at_k"], out / "pass_at_k.png", title=f"{names}: pass@k, {len(args.seeds)} seeds")
     command = "stare compare " + " ".join([args.config, *args.overrides, "--methods", *args.methods, "--seeds",
                                            *map(str, args.seeds), "--out", args.out])
-    report = write_report(result, {"mean over seeds with 95% bands": png}, out / "report.html",
+    report = write_report(result, figures, out / "report.html",
                           title=f"stare compare: {len(args.methods)} methods x {len(args.seeds)} seeds", command=command)
     (out / "summary.md").write_text(f"`{command}`\n\n{markdown_table(result)}\n")
     console.print(summary_table(result))
@@ -101,6 +107,24 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if failed:
         console.print(f"[red]failed runs: {[f'{s.method}/seed_{s.seed}' for s in failed]} (rerun to retry)")
         return 1
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .train.calibrate import calibrate
+
+    console = Console()
+    result = calibrate(args.config, args.methods, args.out, args.overrides, seed=args.seed, workers=args.workers,
+                       target_ratio=args.target_ratio, console=console)
+    for m, cal in result["methods"].items():
+        if cal.get("own_controller"):
+            console.print(f"{m}: holds the target with its own controller ({cal['param']} = {args.target_ratio})")
+        else:
+            console.print(f"{m}: {cal['param']} = {cal['value']:.4g}  reached: {cal['reached']}  tail entropy / target: "
+                          f"{cal['tail_entropy_over_target']:.2f}  at a bound: {cal['at_bound_frac']:.0%}")
+    console.print(f"calibrated config: {args.out}/calibrated.yaml; details: {args.out}/calibration.json")
     return 0
 
 
@@ -137,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="GRPO-ds vs STARE-O1 on the CPU testbed (minutes)")
     demo.add_argument("overrides", nargs="*", help="key=value config overrides")
     demo.add_argument("--out", default=None, help="run folder (default runs/demo-<time>)")
+    demo.add_argument("--config", default=None, help="another config (default: the packaged exploration testbed)")
     demo.set_defaults(func=_cmd_demo)
     train = sub.add_parser("train", help="train from a YAML config")
     train.add_argument("config", help="YAML file")
@@ -149,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     cmp = sub.add_parser("compare", help="run methods x seeds (resumable, parallel) and aggregate them")
     cmp.add_argument("config", help="YAML file shared by all runs")
     cmp.add_argument("overrides", nargs="*", help="key=value overrides for all runs")
-    cmp.add_argument("--methods", nargs="+", required=True, help="method presets (stare methods)")
+    cmp.add_argument("--methods", nargs="+", required=True, help="method presets (stare methods); 'base': the "
+                     "untrained model, evaluated once per seed (cached)")
     cmp.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     cmp.add_argument("--out", default="runs/compare", help="output folder (rerun to resume)")
     cmp.add_argument("--workers", type=int, default=None, help="runs at once (default: number of cores)")
@@ -157,6 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("--no-run", action="store_true", help="only aggregate the runs that exist (e.g. while a grid runs)")
     cmp.add_argument("--report-dir", default=None, help="where the report, figures and tables go (default: --out)")
     cmp.set_defaults(func=_cmd_compare)
+    cal = sub.add_parser("calibrate", help="find each method's strength that holds STARE's entropy band (tuning runs)")
+    cal.add_argument("config", help="YAML file of the comparison")
+    cal.add_argument("overrides", nargs="*", help="key=value overrides for all runs")
+    cal.add_argument("--methods", nargs="+", required=True, help="method presets with a knob (stare.train.calibrate.KNOBS)")
+    cal.add_argument("--out", default="runs/calibrate", help="output folder: tune/<method>/seed_<s>, calibration.json, "
+                     "calibrated.yaml")
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--target-ratio", type=float, default=0.5, help="target: this ratio x the first step's batch "
+                     "entropy (STARE's presets: 0.5)")
+    cal.add_argument("--workers", type=int, default=None, help="runs at once (default: number of cores)")
+    cal.set_defaults(func=_cmd_calibrate)
     sub.add_parser("objectives", help="list the registered objectives with their defaults").set_defaults(
         func=_cmd_objectives)
     sub.add_parser("methods", help="list the method presets").set_defaults(func=_cmd_methods)

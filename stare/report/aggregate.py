@@ -15,7 +15,8 @@ from typing import Sequence
 
 from .runs import RunSpec, read_metrics, series
 
-__all__ = ["CURVE_METRICS", "FINAL_METRICS", "aggregate", "band_adherence", "final_values", "mean_ci", "pearson"]
+__all__ = ["CURVE_METRICS", "FINAL_METRICS", "aggregate", "band_adherence", "final_values", "mean_ci", "pass_at_k_curves",
+           "pearson", "sources_of"]
 
 CURVE_METRICS = ("actor/entropy", "critic/acc/mean", "critic/score/mean", "response_length/mean",
                  "batch/full_solve_ratio", "batch/zero_solve_ratio", "batch/reflection_per_response", "stare/gate_on",
@@ -102,6 +103,34 @@ def final_values(records: list[dict], tail: int = 10) -> dict[str, float]:
                 out["heldout_acc"] = v
             elif k.startswith("val/pass@"):
                 out[k[4:]] = v
+            elif k.startswith("val/") and k.count("/") >= 2:  # per data source: val/<source>/<metric>
+                source, metric = k[4:].split("/", 1)
+                if metric.startswith("acc/mean@"):
+                    out[f"{source}/heldout_acc"] = v
+                elif metric.startswith("pass@") and metric[5:].isdigit():
+                    out[f"{source}/{metric}"] = v
+    return out
+
+
+def sources_of(keys) -> list[str]:
+    """The data sources named by per-source keys (``<source>/heldout_acc``, ``<source>/pass@k``), sorted."""
+    return sorted({k.split("/", 1)[0] for k in keys if "/" in k and k.split("/", 1)[1].startswith(("heldout_acc", "pass@"))})
+
+
+def pass_at_k_curves(summary: dict) -> dict:
+    """``{source: {method: [(k, mean, ci95, n), ...]}}`` from per-method summaries (``aggregate``'s
+    ``summary``); source ``all`` is every held-out prompt, the others each ``Example.source``."""
+    out: dict = {}
+    for method, entries in summary.items():
+        for key, e in entries.items():
+            head, _, tail = key.rpartition("pass@")
+            if not tail.isdigit() or (head and not head.endswith("/")):
+                continue
+            source = head[:-1] if head else "all"
+            out.setdefault(source, {}).setdefault(method, []).append((int(tail), e["mean"], e["ci95"], e["n"]))
+    for per in out.values():
+        for rows in per.values():
+            rows.sort()
     return out
 
 
@@ -123,7 +152,9 @@ def aggregate(specs: Sequence[RunSpec], baseline: str | None = None, tail: int =
         records = {k: v for k, v in records.items() if v}
         result["runs"][method] = {seed: final_values(recs, tail) for seed, recs in records.items()}
         curves = {}
-        for key in CURVE_METRICS:
+        sources = sources_of({k for v in result["runs"][method].values() for k in v})
+        per_source = [f"val/{s}/{m}" for s in sources for m in ("acc/mean@", "pass@1", "pass@max")]
+        for key in (*CURVE_METRICS, *per_source):
             per_seed = [series(recs, key) for recs in records.values()]
             if smooth > 1 and not key.startswith(("val/", "stare/")):
                 per_seed = [_smooth(ps, smooth) for ps in per_seed]
@@ -152,4 +183,5 @@ def aggregate(specs: Sequence[RunSpec], baseline: str | None = None, tail: int =
                     entry["p_vs_baseline"] = float(test.pvalue) if math.isfinite(test.pvalue) else None
             summary[k] = entry
         result["summary"][method] = summary
+    result["pass_at_k"] = pass_at_k_curves(result["summary"])
     return result

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-from .tables import COLUMNS, format_entry
+from .tables import format_entry, table_columns
 
 __all__ = ["write_report"]
 
@@ -22,7 +22,7 @@ _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222
 def write_report(result: Mapping, figures: Mapping[str, Path], out: Path, *, title: str, command: str = "",
                  notes: str = "") -> Path:
     """Write ``out`` (HTML) from an ``aggregate`` result and PNG figures {caption: path}."""
-    cols = [(k, label) for k, label in COLUMNS if any(k in s for s in result["summary"].values())]
+    cols = table_columns(result)
     rows = []
     for method in result["methods"]:
         s = result["summary"].get(method, {})

@@ -1,7 +1,8 @@
 """Training-curve figures from ``metrics.jsonl`` files (no model needed).
 
 ``plot_runs`` draws one panel per quantity (batch entropy with the controller's target band, reward,
-held-out accuracy, response length, gate on/off), one line per run, and writes a PNG.
+held-out accuracy overall and per data source, response length, gate on/off), one line per run, and writes
+a PNG; ``plot_aggregate`` the same over seeds with 95% bands; ``plot_pass_at_k`` pass@k against k.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Mapping, Sequence
 
 from .runs import series
 
-__all__ = ["plot_aggregate", "plot_runs"]
+__all__ = ["aggregate_panels", "plot_aggregate", "plot_pass_at_k", "plot_runs"]
 
 PANELS = (
     ("actor/entropy", "batch entropy (nats)"),
@@ -29,7 +30,12 @@ def plot_runs(runs: Mapping[str, Sequence[Mapping]], out: Path, *, band: float =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(k, label) for k, label in PANELS if any(series(r, k) for r in runs.values())]
+    keys = {k for r in runs.values() for rec in r for k in rec}
+    sources = sorted({k.split("/")[1] for k in keys if k.startswith("val/") and k.count("/") >= 3 and "/acc/mean@" in k})
+    per_source = [(f"val/{s}/{m}", f"{s}: {label}") for s in sources
+                  for m, label in (("acc/mean@", "held-out accuracy"), ("pass@max", "pass@n"))]
+    at = [k for k, _ in PANELS].index("val/acc/mean@") + 1
+    panels = [(k, label) for k, label in (*PANELS[:at], *per_source, *PANELS[at:]) if any(series(r, k) for r in runs.values())]
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.4 * len(panels)), sharex=True, squeeze=False)
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     colors = {name: palette[i % len(palette)] for i, name in enumerate(runs)}  # one colour per run, all panels
@@ -72,6 +78,20 @@ AGG_PANELS = (
 )
 
 
+def aggregate_panels(curves: Mapping[str, Mapping[str, Sequence]]) -> list[tuple[str, str, str]]:
+    """``AGG_PANELS`` plus, per data source found in ``curves``, its held-out accuracy and pass@n."""
+    keys = {k for c in curves.values() for k in c}
+    extra = []
+    for key in sorted(k for k in keys if k.startswith("val/") and k.endswith("/acc/mean@") and k.count("/") == 3):
+        source = key.split("/")[1]
+        extra.append((key, f"{source}: held-out accuracy", "linear"))
+        if f"val/{source}/pass@max" in keys:
+            extra.append((f"val/{source}/pass@max", f"{source}: pass@n", "linear"))
+    panels = list(AGG_PANELS)
+    at = next(i for i, p in enumerate(panels) if p[0] == "val/pass@max") + 1
+    return panels[:at] + extra + panels[at:]
+
+
 _UNIT_INTERVAL = ("critic/acc/mean", "val/acc/mean@", "val/pass@", "batch/full_solve_ratio", "batch/zero_solve_ratio",
                   "stare/gate_on")
 
@@ -101,7 +121,7 @@ def plot_aggregate(curves: Mapping[str, Mapping[str, Sequence]], out: Path, *, t
             ms = [r[1] for r in rows]
             lo = [r[1] - (r[2] if math.isfinite(r[2]) else 0) for r in rows]
             hi = [r[1] + (r[2] if math.isfinite(r[2]) else 0) for r in rows]
-            if key.startswith(_UNIT_INTERVAL):
+            if key.startswith(_UNIT_INTERVAL) or "/pass@" in key or "/acc/mean@" in key:
                 lo, hi = [max(0.0, v) for v in lo], [min(1.0, v) for v in hi]
             if scale == "log":
                 floor = min(m for m in ms if m > 0) / 3 if any(m > 0 for m in ms) else 1e-6
@@ -120,6 +140,55 @@ def plot_aggregate(curves: Mapping[str, Mapping[str, Sequence]], out: Path, *, t
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, loc="upper right", ncol=2)
     axes[-1, 0].set_xlabel("training step")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_pass_at_k(curves: Mapping[str, Mapping[str, Sequence]], out: Path, *, title: str = "",
+                   reference: str | None = "base") -> Path:
+    """pass@k against k (log scale), one panel per data source, one line per method with its 95% band over
+    seeds; ``curves[source][method] = [(k, mean, ci, n), ...]`` (``aggregate``'s ``pass_at_k``). The
+    ``reference`` method (the untrained base model) is drawn black and dashed."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sources = [s for s in curves if s != "all"] or ["all"]
+    if "all" in curves and len(sources) > 1:
+        sources = ["all", *sources]
+    fig, axes = plt.subplots(1, len(sources), figsize=(4.2 * len(sources), 3.4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    methods = list(dict.fromkeys(m for s in sources for m in curves[s]))
+    for ax, source in zip(axes[0], sources):
+        for i, method in enumerate(methods):
+            rows = curves[source].get(method)
+            if not rows:
+                continue
+            ks = [r[0] for r in rows]
+            ms = [r[1] for r in rows]
+            ci = [r[2] if math.isfinite(r[2]) else 0.0 for r in rows]
+            ref = method == reference
+            color = "k" if ref else colors[i % len(colors)]
+            ax.plot(ks, ms, color=color, ls="--" if ref else "-", lw=1.4 if ref else 1.1, marker="o", ms=2.5,
+                    label=method)
+            ax.fill_between(ks, [max(0.0, m - c) for m, c in zip(ms, ci)], [min(1.0, m + c) for m, c in zip(ms, ci)],
+                            color=color, alpha=0.12, lw=0)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(0, 1.02)
+        ax.set_title("all held-out prompts" if source == "all" else source, fontsize=9)
+        ax.set_xlabel("k (samples per prompt)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_ylabel("pass@k (unbiased)")
+    axes[0, -1].legend(fontsize=7, loc="lower right")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -42,12 +42,13 @@ def read_metrics(path: Path, *, missing_ok: bool = False) -> list[dict]:
 
 def series(records: Sequence[Mapping], key: str) -> dict[int, float]:
     """``{step: value}`` of one metric. A key ending in ``@`` matches the metric with that prefix
-    (``val/acc/mean@`` finds ``val/acc/mean@8``); ``val/pass@max`` takes each record's pass@k with the
-    largest k."""
+    (``val/acc/mean@`` finds ``val/acc/mean@8``); a key ending in ``pass@max`` (``val/pass@max``,
+    ``val/<source>/pass@max``) takes each record's pass@k with the largest k."""
     out = {}
     for r in records:
-        if key == "val/pass@max":
-            ks = [n for n in r if n.startswith("val/pass@")]
+        if key.endswith("/pass@max"):
+            prefix = key[: -len("max")]
+            ks = [n for n in r if n.startswith(prefix) and n[len(prefix):].isdigit()]
             k = max(ks, key=lambda n: int(n.rsplit("@", 1)[1])) if ks else None
         elif key.endswith("@"):
             k = next((n for n in r if n.startswith(key)), None)

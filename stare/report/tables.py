@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["COLUMNS", "format_entry", "markdown_table", "summary_table"]
+__all__ = ["COLUMNS", "format_entry", "markdown_table", "summary_table", "table_columns"]
 
 COLUMNS = (
     ("final_entropy", "final entropy"),
@@ -19,6 +19,31 @@ COLUMNS = (
     ("band_frac", "steps in band"),
     ("band_max_dev_smoothed", "max dev. (10-step mean)"),
 )
+
+
+def table_columns(result: dict) -> list[tuple[str, str]]:
+    """The columns a comparison's table shows: ``COLUMNS`` present in its summary, then the largest k's
+    pass@k when above 8, then per data source (``Example.source``) its held-out accuracy, pass@1 and
+    pass@k at the largest k."""
+    from .aggregate import sources_of
+
+    keys = {k for s in result["summary"].values() for k in s}
+
+    def largest(prefix: str) -> int | None:
+        ks = [int(k[len(prefix):]) for k in keys if k.startswith(prefix) and k[len(prefix):].isdigit()]
+        return max(ks) if ks else None
+
+    cols = [(k, label) for k, label in COLUMNS if k in keys]
+    top = largest("pass@")
+    if top and top > 8:
+        at = next((i for i, (k, _) in enumerate(cols) if k == "pass@8"), len(cols) - 1) + 1
+        cols.insert(at, (f"pass@{top}", f"pass@{top}"))
+    for source in sources_of(keys):
+        cols.append((f"{source}/heldout_acc", f"{source} acc"))
+        top = largest(f"{source}/pass@")
+        for k in sorted({1, top} - {None}):
+            cols.append((f"{source}/pass@{k}", f"{source} pass@{k}"))
+    return cols
 
 
 def format_entry(entry: dict | None, *, html: bool = False) -> str:
@@ -41,7 +66,7 @@ def summary_table(result: dict):
     table = Table(title=f"final values, mean ± 95% CI over seeds; p: Welch t-test vs {result['baseline']}")
     table.add_column("method")
     table.add_column("seeds", justify="right")
-    cols = [(k, label) for k, label in COLUMNS if any(k in s for s in result["summary"].values())]
+    cols = table_columns(result)
     for _, label in cols:
         table.add_column(label, justify="right")
     for method in result["methods"]:
@@ -53,7 +78,7 @@ def summary_table(result: dict):
 
 def markdown_table(result: dict) -> str:
     """The same table in Markdown (for docs)."""
-    cols = [(k, label) for k, label in COLUMNS if any(k in s for s in result["summary"].values())]
+    cols = table_columns(result)
     lines = ["| method | seeds | " + " | ".join(label for _, label in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
     for method in result["methods"]:

@@ -11,7 +11,6 @@ Every default says where it comes from.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import difflib
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..objectives import get_objective, make_params
-from ..env.testbed import TestbedConfig
+from ..env.testbed import testbed_config, testbed_keys
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_overrides"]
 
@@ -48,20 +47,17 @@ class ModelConfig(_Section):
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu' or 'cuda[:i]'")
     chat_template: bool = Field(True, description="render chat-message prompts with the tokenizer's template")
     lora: LoraConfig = LoraConfig()
-    testbed: dict[str, Any] = Field(default_factory=dict, description="overrides of stare.env.testbed."
-                                    "TestbedConfig (task data and base model; defaults cited there)")
+    testbed: dict[str, Any] = Field(default_factory=dict, description="the testbed ('task': 'addition' (default) or "
+                                    "'explore') and overrides of its configuration (stare.env.testbed.TestbedConfig, "
+                                    "ExploreConfig: task data and base model; defaults cited there)")
 
     @model_validator(mode="after")
     def _check_testbed(self):
-        valid = [f.name for f in dataclasses.fields(TestbedConfig)]
-        for key in self.testbed:
-            if key not in valid:
-                raise ValueError(f"unknown key 'model.testbed.{key}'; valid: {', '.join(valid)}")
-        TestbedConfig(**self.testbed)
+        testbed_config(self.testbed)
         return self
 
-    def testbed_config(self) -> TestbedConfig:
-        return TestbedConfig(**self.testbed)
+    def testbed_config(self):
+        return testbed_config(self.testbed)
 
 
 class TaskConfig(_Section):
@@ -193,7 +189,7 @@ def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             keys += _valid_keys(ann, prefix + name + ".")
         elif prefix + name == "model.testbed":
-            keys += [f"model.testbed.{f.name}" for f in dataclasses.fields(TestbedConfig)]
+            keys += [f"model.testbed.{k}" for k in testbed_keys()]
         else:
             keys.append(prefix + name)
     return keys

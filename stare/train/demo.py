@@ -1,14 +1,19 @@
-"""``stare demo``: GRPO-ds against STARE-O1 on the CPU testbed, same seed, side by side.
+"""``stare demo``: GRPO-ds against STARE-O1 on a CPU testbed, same seed, side by side, with the base model.
 
-1. Builds (or loads from the cache) the testbed base model.
+1. Builds (or loads from the cache) the testbed base model and evaluates it once (cached).
 2. Trains GRPO-ds and STARE-O1 from it with the same seed: in two processes when two cores are
-   available (one torch thread each), else one after the other; rich progress bars with ETA.
-3. Prints a table (final batch entropy, held-out accuracy, pass@k) and writes, under the run folder,
-   ``curves.png`` (entropy with STARE's target band, accuracy, response length, gate), each run's
-   ``metrics.jsonl`` and TensorBoard logs, ``summary.json`` and the configs used.
+   available (one torch thread each), else one after the other; rich progress bars with ETA. Held-out
+   evaluation a few times during training, so held-out accuracy is a curve over steps.
+3. Prints a table (batch entropy, held-out accuracy and pass@k per data source, the base model's row
+   first) and writes, under the run folder, ``curves.png`` (entropy with STARE's target band, held-out
+   accuracy and pass@n per split from the base model at step 0, response length, gate), ``pass_at_k.png``
+   (pass@k against k per split at the end, base model dashed), ``summary.json``, and each run's
+   ``metrics.jsonl``, ``config.yaml`` and TensorBoard logs.
 
-The embedded default is the packaged testbed configuration ``stare/configs/testbed.yaml`` (docs/testbed.md);
-any key can be overridden on the command line (``stare demo trainer.steps=100 seed=1``).
+The embedded default is the packaged exploration testbed ``stare/configs/explore.yaml`` (docs/testbed.md:
+its hard split is where holding entropy pays in pass@k); any key can be overridden on the command line
+(``stare demo trainer.steps=100 seed=1``), and ``--config`` runs another config (``stare/configs/testbed.yaml``,
+the addition testbed, where it does not).
 """
 
 from __future__ import annotations
@@ -22,71 +27,86 @@ from .config import load_config
 
 __all__ = ["DEMO_CONFIG", "DEMO_METHODS", "DEMO_OVERRIDES", "run_demo"]
 
-# The embedded default: the testbed configuration shipped in the package (docs/testbed.md).
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "testbed.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# The embedded default: the exploration testbed configuration shipped in the package (docs/testbed.md).
+DEMO_CONFIG = CONFIGS / "explore.yaml"
 DEMO_METHODS = ("grpo_ds", "stare_o1")
 # The demo's cut of the default run, to finish within 10 minutes on 2 cores on a fresh machine (the base
-# model takes ~3 of them): 200 of the 400 steps, one held-out evaluation at the end. The 400-step,
-# 3-seed results of docs/testbed.md come from `stare compare` on the full configuration.
-DEMO_OVERRIDES = ("trainer.steps=200", "trainer.eval_every=0", "trainer.save_every=0")
+# model takes ~3 of them): evaluations every 50 steps for the held-out curves (docs/testbed.md, timing).
+DEMO_OVERRIDES = ("trainer.steps=200", "trainer.eval_every=50", "trainer.save_every=0")
+SHOWN_K = (1, 4, 16, 64)  # pass@k columns of the table (those up to eval_n)
 
 
-def run_demo(overrides: list[str] | None = None, out_dir: str | None = None) -> dict:
+def run_demo(overrides: list[str] | None = None, out_dir: str | None = None, config: str | Path | None = None) -> dict:
     from rich.console import Console
     from rich.table import Table
 
     from ..env.testbed import load_or_build
-    from ..report.plots import plot_runs
+    from ..report.aggregate import final_values, sources_of
+    from ..report.plots import plot_pass_at_k, plot_runs
     from ..report.runs import plan_runs, read_metrics
-    from .scheduler import run_grid
+    from .scheduler import BASE, run_grid
 
     console = Console()
+    config = Path(config or DEMO_CONFIG)
     overrides = [*DEMO_OVERRIDES, *(overrides or [])]
     root = Path(out_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     root.mkdir(parents=True, exist_ok=True)
-    first = load_config(DEMO_CONFIG, overrides + [f"method={DEMO_METHODS[0]}"])  # validates the overrides
+    first = load_config(config, overrides + [f"method={DEMO_METHODS[0]}"])  # validates the overrides
     parallel = (os.cpu_count() or 1) >= 2
     t0 = time.time()
 
-    # 1. the base model (built once here so that the two runs load it from the cache)
+    # 1. the base model (built once here so that the runs load it from the cache)
     if first.model.name_or_path == "testbed":
         load_or_build(first.model.testbed_config(), log=lambda m: console.print(m))
     t_base = time.time() - t0
 
-    # 2. the two runs, side by side when two cores are available (one torch thread each)
-    specs = plan_runs(root, DEMO_METHODS, [first.seed])
+    # 2. the base model's evaluation and the two runs, side by side when two cores are available
+    specs = plan_runs(root, (BASE, *DEMO_METHODS), [first.seed])
     steps = first.trainer.steps
-    failed = run_grid(str(DEMO_CONFIG), specs, overrides, workers=2 if parallel else 1, total_steps=steps,
-                      console=console)
+    failed = run_grid(str(config), specs, overrides, workers=2 if parallel else 1, total_steps=steps, console=console)
     if failed:
         raise RuntimeError(f"demo run(s) failed: {[s.method for s in failed]}; see their folders under {root}")
 
     # 3. table, figures, summary
     runs = {spec.method: read_metrics(spec.out_dir / "metrics.jsonl") for spec in specs}
-    summary = {"seconds_total": time.time() - t0, "seconds_base_model": t_base, "parallel": parallel, "runs": {}}
-    table = Table(title=f"stare demo: testbed, {steps} steps, seed {first.seed}")
-    table.add_column("method")
-    table.add_column("initial entropy", justify="right")
-    table.add_column("final entropy", justify="right")
-    table.add_column("held-out acc", justify="right")
-    pass_keys = []
-    final_val = {name: next(r for r in reversed(recs) if any(k.startswith("val/") for k in r)) for name, recs in runs.items()}
-    all_k = sorted({int(k.rsplit("@", 1)[1]) for v in final_val.values() for k in v if k.startswith("val/pass@")})
-    for k in [f"val/pass@{k}" for k in all_k if k in (1, 2, 4, 8, 16) or k == all_k[-1]]:  # a readable subset
-        pass_keys.append(k)
-        table.add_column(k[4:], justify="right")
+    finals = {name: final_values(recs) for name, recs in runs.items()}
+    sources = sources_of({k for v in finals.values() for k in v})
+    n = first.trainer.eval_n
+    ks = [k for k in SHOWN_K if k < n] + [n]
+    columns = [("heldout_acc", "held-out acc"), *[(f"pass@{k}", f"pass@{k}") for k in ks]]
+    for s in sources:  # per split: accuracy and pass@k at the smallest and largest k
+        columns += [(f"{s}/heldout_acc", f"{s} acc"), (f"{s}/pass@1", f"{s} pass@1"), (f"{s}/pass@{n}", f"{s} pass@{n}")]
+    table = Table(title=f"stare demo: {config.stem}, {steps} steps, seed {first.seed}")
+    for label in ("method", "initial entropy", "final entropy", *[c[1] for c in columns]):
+        table.add_column(label, justify="left" if label == "method" else "right")
+    summary = {"config": str(config), "overrides": overrides, "seconds_total": time.time() - t0,
+               "seconds_base_model": t_base, "parallel": parallel, "runs": {}, "heldout_curves": {}}
+    base_val = runs[BASE][0]
     for name, recs in runs.items():
-        ent = [r["actor/entropy"] for r in recs if r.get("actor/entropy") is not None]
-        final_entropy = sum(ent[-10:]) / len(ent[-10:])
-        val = final_val[name]
-        acc_key = next(k for k in val if k.startswith("val/acc/mean@"))
-        summary["runs"][name] = {"initial_entropy": ent[0], "final_entropy_last10": final_entropy,
-                                 "heldout_acc": val[acc_key], **{k: val[k] for k in pass_keys}}
-        table.add_row(name, f"{ent[0]:.3f}", f"{final_entropy:.3f}", f"{val[acc_key]:.3f}",
-                      *[f"{val[k]:.3f}" for k in pass_keys])
+        fv = finals[name]
+        summary["runs"][name] = {k: fv[k] for k in ("initial_entropy", "final_entropy") if k in fv}
+        summary["runs"][name].update({k: fv[k] for k, _ in columns if k in fv})
+        summary["runs"][name]["pass_at_k"] = {k[5:]: v for k, v in fv.items() if k.startswith("pass@")}
+        if name != BASE:  # held-out curves over steps, from the base model at step 0
+            evals = [base_val] + [r for r in recs if any(k.startswith("val/acc/mean@") for k in r)]
+            summary["heldout_curves"][name] = [{k: v for k, v in r.items() if k == "step" or k.startswith("val/")}
+                                               for r in evals]
+        ent = [f"{fv[k]:.3f}" if k in fv else "-" for k in ("initial_entropy", "final_entropy")]
+        table.add_row(name, *ent, *[f"{fv[k]:.3f}" if k in fv else "-" for k, _ in columns])
     console.print(table)
-    png = plot_runs(runs, root / "curves.png", title=f"GRPO-ds vs STARE-O1 (testbed, seed {first.seed})")
+    curves = {name: ([base_val] if name != BASE else []) + recs for name, recs in runs.items() if name != BASE}
+    png = plot_runs(curves, root / "curves.png", title=f"GRPO-ds vs STARE-O1 ({config.stem}, seed {first.seed}); "
+                    "held-out from the base model at step 0")
+    from ..report.aggregate import pass_at_k_curves
+
+    per_method = {name: {k: {"mean": v, "ci95": float("nan"), "n": 1} for k, v in fv.items()}
+                  for name, fv in finals.items()}
+    pk = pass_at_k_curves(per_method)
+    summary["pass_at_k_curves"] = pk
+    pk_png = plot_pass_at_k(pk, root / "pass_at_k.png", title=f"pass@k after {steps} steps (seed {first.seed})")
+    summary["seconds_total"] = time.time() - t0
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
-    console.print(f"run folder: {root}  (curves: {png.name}; metrics.jsonl and tensorboard/ per run); "
+    console.print(f"run folder: {root}  (figures: {png.name}, {pk_png.name}; metrics.jsonl and tensorboard/ per run); "
                   f"{summary['seconds_total']:.0f} s")
     return summary

@@ -57,3 +57,4 @@ def summarize_by_source(correct: Sequence[Sequence[float]], sources: Sequence[st
             part = [c for c, s in zip(correct, sources) if s == tag]
             out.update({f"{tag or 'untagged'}/{k}": v for k, v in summarize(part, ks).items()})
     return out
+

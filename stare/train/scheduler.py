@@ -3,7 +3,8 @@
 Each (method, seed) trains in a spawned process (one torch thread; as many at once as ``workers``,
 default the number of cores) into ``OUT/<method>/seed_<s>`` (``stare.report.runs.plan_runs``). A finished
 run leaves a ``DONE`` file and is skipped next time; an unfinished one resumes from its last checkpoint,
-so an interrupted comparison continues where it stopped. ``stare compare`` and ``stare demo`` both run
+so an interrupted comparison continues where it stopped. The pseudo-method ``base`` trains nothing: it
+evaluates the untrained model once per seed (``base_evaluation``, cached under ``$STARE_CACHE/evals``). ``stare compare`` and ``stare demo`` both run
 their grids through ``run_grid``; the results are read back by ``stare.report``.
 """
 
@@ -18,7 +19,11 @@ from typing import Sequence
 
 from ..report.runs import RunSpec
 
-__all__ = ["run_grid"]
+__all__ = ["BASE", "base_evaluation", "run_grid"]
+
+#: The pseudo-method of a comparison that trains nothing: the untrained model, evaluated once per seed
+#: (``stare.train.evaluate.base_evaluation``, cached), one record at step 0 in ``OUT/base/seed_<s>``.
+BASE = "base"
 
 
 def _run_one(config_path: str | None, overrides: list[str], spec_json: str) -> None:
@@ -32,11 +37,46 @@ def _run_one(config_path: str | None, overrides: list[str], spec_json: str) -> N
     warnings.simplefilter("ignore", InertKnobWarning)
     quiet_transformers()
     spec = json.loads(spec_json)
-    cfg = load_config(config_path, list(overrides) + [
-        f"method={spec['method']}", f"seed={spec['seed']}", f"output_dir={spec['out_dir']}", "trainer.threads=1",
-        "trainer.resume=true", "logging.progress=false"])
-    Trainer(cfg, log=lambda m: None).train()
+    run = [f"seed={spec['seed']}", f"output_dir={spec['out_dir']}", "trainer.threads=1", "trainer.resume=true",
+           "logging.progress=false"]
+    if spec["method"] == BASE:
+        cfg = load_config(config_path, list(overrides) + run)
+        record = {"step": 0, **base_evaluation(cfg)}
+        (Path(spec["out_dir"]) / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    else:
+        cfg = load_config(config_path, list(overrides) + [f"method={spec['method']}"] + run)
+        Trainer(cfg, log=lambda m: None).train()
     (Path(spec["out_dir"]) / "DONE").write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def base_evaluation(cfg, log=None) -> dict[str, float]:
+    """Held-out ``val/*`` metrics of the config's *untrained* model (the base model every method starts
+    from), with the config's evaluation settings and seed, cached under ``$STARE_CACHE/evals`` by the hash
+    of what determines them (model, task, evaluation settings, seed), so a comparison or the demo
+    evaluates the base model once."""
+    import hashlib
+    import json
+    import os
+
+    from ..env.cache import cache_root
+
+    t = cfg.trainer
+    model = cfg.model.testbed_config().cache_name() if cfg.model.name_or_path == "testbed" else cfg.model.name_or_path
+    key = {"model": model, "dtype": cfg.model.dtype, "chat_template": cfg.model.chat_template,
+           "task": cfg.task.model_dump(mode="json"), "max_new_tokens": cfg.rollout.max_new_tokens,
+           "eval": [t.eval_prompts, t.eval_n, t.eval_temperature, t.eval_top_p], "seed": cfg.seed}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_root() / "evals" / f"base-{digest}.json"
+    if path.exists():
+        return json.loads(path.read_text())["metrics"]
+    from .trainer import Trainer
+
+    metrics = Trainer(cfg, log=log or (lambda m: None)).evaluate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"key": key, "metrics": metrics}, indent=1))
+    os.replace(tmp, path)
+    return metrics
 
 
 def _lines(path: Path) -> int:
@@ -48,8 +88,10 @@ def _lines(path: Path) -> int:
 
 
 def run_grid(config_path: str | None, specs: Sequence[RunSpec], overrides: Sequence[str] = (), workers: int | None = None,
-             total_steps: int | None = None, console=None) -> list[RunSpec]:
-    """Train every unfinished run; returns the runs that failed (their folders keep their logs)."""
+             total_steps: int | None = None, console=None, target=None) -> list[RunSpec]:
+    """Train every unfinished run; returns the runs that failed (their folders keep their logs).
+    ``target(config_path, overrides, spec_json)`` runs one spec in its process (default ``_run_one``; a
+    module-level function, as spawned processes import it)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     workers = workers or max(1, os.cpu_count() or 1)
@@ -66,7 +108,7 @@ def run_grid(config_path: str | None, specs: Sequence[RunSpec], overrides: Seque
             while todo and len(running) < workers:
                 spec = todo.pop(0)
                 spec.out_dir.mkdir(parents=True, exist_ok=True)
-                p = ctx.Process(target=_run_one, args=(config_path, list(overrides), json.dumps(
+                p = ctx.Process(target=target or _run_one, args=(config_path, list(overrides), json.dumps(
                     {"method": spec.method, "seed": spec.seed, "out_dir": str(spec.out_dir)})))
                 p.start()
                 running[spec] = p

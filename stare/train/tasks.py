@@ -9,11 +9,11 @@ __all__ = ["make_task", "encode_prompt", "TASKS"]
 
 
 def _testbed(cfg) -> Task:
-    from ..env.testbed import AdditionTask
-
+    """The task of the testbed ``model.testbed.task`` names (addition by default; stare.env.testbed)."""
     if cfg.task.options:
-        raise ValueError(f"task 'testbed' takes no options, got {sorted(cfg.task.options)}")
-    return AdditionTask(cfg.model.testbed_config())
+        raise ValueError(f"task 'testbed' takes no options (the testbed is configured in model.testbed), got "
+                         f"{sorted(cfg.task.options)}")
+    return cfg.model.testbed_config().make_task()
 
 
 def _options(cfg, valid: dict) -> dict:

@@ -121,3 +121,59 @@ def test_series_smoothing_and_pass_at_max():
     assert _smooth(series(recs, "x"), 2) == {1: 1.0, 2: 2.0, 3: 4.0}
     assert series(recs, "val/pass@max") == {3: 0.9}  # the largest k, not the first key
     assert _smooth({}, 5) == {}
+
+
+def _per_source_runs(tmp_path):
+    """Two methods x two seeds, each with a last evaluation per data source (easy / hard) up to k = 4."""
+    from stare.report.runs import RunSpec
+
+    specs = []
+    for method, hard in (("base", 0.5), ("grpo_ds", 0.25)):
+        for seed in (0, 1):
+            d = tmp_path / method / f"seed_{seed}"
+            d.mkdir(parents=True)
+            rec = {"step": 0 if method == "base" else 5, "val/acc/mean@4": 0.5, "val/pass@1": 0.5, "val/pass@4": 0.8,
+                   "val/easy/acc/mean@4": 0.8, "val/easy/pass@1": 0.8, "val/easy/pass@4": 1.0,
+                   "val/hard/acc/mean@4": 0.1, "val/hard/pass@1": 0.1, "val/hard/pass@2": 0.2,
+                   "val/hard/pass@4": hard + 0.05 * seed}
+            recs = [rec] if method == "base" else [{"step": i, "actor/entropy": 1.0 / i} for i in range(1, 5)] + [
+                {**rec, "actor/entropy": 0.2}]
+            (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+            specs.append(RunSpec(method, seed, d))
+    return specs
+
+
+def test_per_source_final_values_pass_at_k_curves_and_columns(tmp_path):
+    from stare.report.tables import markdown_table, table_columns
+
+    specs = _per_source_runs(tmp_path)
+    fv = final_values(read_metrics(specs[2].out_dir / "metrics.jsonl"))
+    assert fv["hard/heldout_acc"] == 0.1 and fv["hard/pass@4"] == 0.25 and fv["easy/pass@4"] == 1.0
+    assert fv["heldout_acc"] == 0.5 and "hard/acc/mean@4" not in fv
+    result = aggregate(specs, baseline="grpo_ds")
+    pk = result["pass_at_k"]
+    assert set(pk) == {"all", "easy", "hard"}
+    hard = pk["hard"]["grpo_ds"]
+    assert [row[0] for row in hard] == [1, 2, 4] and hard[-1][1] == pytest.approx(0.275) and hard[-1][3] == 2
+    assert pk["hard"]["base"][-1][1] == pytest.approx(0.525)
+    assert result["summary"]["base"]["hard/pass@4"]["p_vs_baseline"] is not None  # Welch test per source too
+    cols = [k for k, _ in table_columns(result)]
+    assert cols[-6:] == ["easy/heldout_acc", "easy/pass@1", "easy/pass@4", "hard/heldout_acc", "hard/pass@1",
+                         "hard/pass@4"]
+    assert "| hard pass@4 |" in markdown_table(result)
+    # held-out curves per source, the base model's single evaluation at step 0
+    assert result["curves"]["grpo_ds"]["val/hard/pass@max"][0][:2] == (5, pytest.approx(0.275))
+    assert result["curves"]["base"]["val/hard/acc/mean@"][0][0] == 0
+
+
+def test_pass_at_k_figure_and_per_source_panels(tmp_path):
+    from stare.report.plots import aggregate_panels, plot_aggregate, plot_pass_at_k, plot_runs
+
+    result = aggregate(_per_source_runs(tmp_path), baseline="grpo_ds")
+    png = plot_pass_at_k(result["pass_at_k"], tmp_path / "pk.png", title="t")
+    assert png.stat().st_size > 5000
+    panels = [p[0] for p in aggregate_panels(result["curves"])]
+    assert "val/hard/acc/mean@" in panels and "val/hard/pass@max" in panels
+    assert plot_aggregate(result["curves"], tmp_path / "c.png", panels=aggregate_panels(result["curves"])).exists()
+    runs = {s.method: read_metrics(s.out_dir / "metrics.jsonl") for s in _per_source_runs(tmp_path / "again")[::2]}
+    assert plot_runs(runs, tmp_path / "r.png").exists()

@@ -1,7 +1,8 @@
 """The testbed's base model: a tiny Llama trained by supervised learning on varied, imperfect traces.
 
 ``load_or_build(cfg)`` returns (model, tokenizer), building the model on first use and caching it under
-``$STARE_CACHE`` (default ``~/.cache/stare``) in a folder named by the hash of ``TestbedConfig``. The
+``$STARE_CACHE`` (default ``~/.cache/stare``) in a folder named by the hash of its configuration
+(``TestbedConfig`` or ``ExploreConfig``; ``cache_name()``). The
 folder is written to a temporary name and renamed when complete, so an interrupted build leaves nothing
 that looks finished. Deterministic given the seed (on one machine and thread count).
 """
@@ -20,12 +21,12 @@ import torch
 
 from ...lm import pack, response_stats
 from ..cache import cache_root
-from .task import AdditionTask, TestbedConfig, build_tokenizer
+from .task import TestbedConfig, build_tokenizer
 
 __all__ = ["load_or_build", "build_model", "sft"]
 
 
-def build_model(cfg: TestbedConfig, tokenizer):
+def build_model(cfg, tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     mcfg = LlamaConfig(
@@ -72,23 +73,24 @@ def sft(model, tokenizer, pairs, *, steps: int, batch_size: int, lr: float, seed
     return losses
 
 
-def load_or_build(cfg: TestbedConfig | None = None, *, cache_dir: Path | None = None, log=print):
-    """(model, tokenizer) of the testbed base model for ``cfg``, from the cache or freshly trained."""
+def load_or_build(cfg=None, *, cache_dir: Path | None = None, log=print):
+    """(model, tokenizer) of the testbed base model for ``cfg`` (a ``TestbedConfig`` or ``ExploreConfig``;
+    default the addition testbed), from the cache or freshly trained."""
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
     cfg = cfg or TestbedConfig()
     root = Path(cache_dir) if cache_dir else cache_root()
-    final = root / f"testbed-{cfg.digest()}"
+    final = root / cfg.cache_name()
     if (final / "build.json").exists():
         tok = PreTrainedTokenizerFast.from_pretrained(final)
         tok.padding_side = "left"
         model = LlamaForCausalLM.from_pretrained(final, use_safetensors=True).eval()
         return model, tok
     log and log(f"building the testbed base model (config {cfg.digest()}), cached in {final}")
-    tok = build_tokenizer()
+    tok = build_tokenizer(cfg.charset)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, tok)
-    task = AdditionTask(cfg)
+    task = cfg.make_task()
     t0 = time.time()
     losses = sft(model, tok, task.sft_texts(), steps=cfg.sft_steps, batch_size=cfg.sft_batch, lr=cfg.sft_lr,
                  seed=cfg.seed, log=log)
@@ -97,7 +99,7 @@ def load_or_build(cfg: TestbedConfig | None = None, *, cache_dir: Path | None = 
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    info = {"config": cfg.__dict__, "final_loss": losses[-1], "seconds": time.time() - t0,
+    info = {"testbed": cfg.kind, "config": cfg.__dict__, "final_loss": losses[-1], "seconds": time.time() - t0,
             "parameters": sum(p.numel() for p in model.parameters())}
     (tmp / "build.json").write_text(json.dumps(info, indent=2))
     if final.exists():  # another process finished first

@@ -58,8 +58,20 @@ class TestbedConfig:
     train_prompts: int = 20000
     test_prompts: int = 512
 
+    kind = "addition"  # the testbed's name in ``model.testbed.task`` (a class attribute: not hashed)
+
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    def cache_name(self) -> str:
+        return f"testbed-{self.digest()}"
+
+    def make_task(self) -> "AdditionTask":
+        return AdditionTask(self)
+
+    @property
+    def charset(self) -> list[str]:
+        return CHARSET
 
 
 def make_trace(terms: Sequence[int], rng: random.Random, corrupt_frac: float,
@@ -147,15 +159,16 @@ class AdditionTask:
         return out
 
 
-def build_tokenizer():
-    """A character-level ``PreTrainedTokenizerFast`` over ``CHARSET`` plus pad/bos/eos, built offline."""
+def build_tokenizer(charset: Sequence[str] = tuple(CHARSET)):
+    """A character-level ``PreTrainedTokenizerFast`` over ``charset`` (default the addition testbed's
+    ``CHARSET``) plus pad/bos/eos, built offline."""
     from tokenizers import Regex, Tokenizer, decoders
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import Split
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<bos>", "<eos>"]
-    vocab = {tok: i for i, tok in enumerate(specials + CHARSET)}
+    vocab = {tok: i for i, tok in enumerate(specials + list(charset))}
     core = Tokenizer(WordLevel(vocab=vocab, unk_token="<pad>"))
     core.pre_tokenizer = Split(Regex("."), behavior="isolated")
     core.decoder = decoders.Fuse()  # characters join without separators

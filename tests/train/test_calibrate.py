@@ -1,0 +1,161 @@
+"""Equal-entropy calibration: the tuned wrapper is the method itself at the knob's current value, the
+knob's controller moves it the right way within its range, the calibrated value is read from a run's tail,
+and a tuning run end to end writes a calibrated config that loads."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from stare import PolicyBatch, policy_loss
+from stare.objectives import StepData, load_controller, make_controller, save_controller
+from stare.objectives.registry import unregister_objective
+from stare.train.calibrate import KNOBS, Knob, calibrated_value, register_tuned
+
+from conftest import TINY_TESTBED
+
+
+@pytest.fixture
+def tuned():
+    names = []
+
+    knobs = {"clip_cov": KNOBS["clip_cov"], "kl_cov": KNOBS["kl_cov"], "steer": KNOBS["steer"],
+             "forking": KNOBS["forking"], "stare": Knob("reweight_w", 1.0, 50.0, +1)}
+
+    def make(objective):
+        obj = register_tuned(objective, knobs[objective])
+        names.append(obj.name)
+        return obj
+
+    yield make
+    for name in names:
+        unregister_objective(name)
+
+
+def H(h, step=0):
+    return StepData(batch_entropy=h, step=step, seed=1)
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lp = -torch.rand(6, 9, generator=g) * 3
+    return PolicyBatch(lp.requires_grad_(), torch.randn(6, generator=g), torch.ones(6, 9),
+                       old_log_prob=lp.detach() + 0.05 * torch.randn(6, 9, generator=g), on_policy=False,
+                       entropy=torch.rand(6, 9, generator=g) + 0.1, old_entropy=torch.rand(6, 9, generator=g) + 0.1)
+
+
+@pytest.mark.parametrize("objective, knob, value, extra_state", [
+    ("clip_cov", "clip_cov_ratio", 0.3, {"seed": 7}),
+    ("kl_cov", "kl_cov_ratio", 0.5, {}),
+    ("steer", "token_weight_min", 0.1, {}),
+    ("forking", "top_entropy_ratio", 0.05, {}),
+    ("stare", "reweight_w", 4.0, {"gate_on": True, "reweight_m": 0.9}),
+])
+def test_the_wrapper_is_the_method_at_the_knobs_value(tuned, objective, knob, value, extra_state):
+    obj = tuned(objective)
+    b1, b2 = batch(), batch()
+    params = {knob: 0.9 if objective == "forking" else (1.0 if objective == "stare" else 0.5), "tune_knob": knob}
+    out = policy_loss(obj, b1, params, state={**extra_state, **({knob: value} if knob == "reweight_w" else {}),
+                                              "tune_value": value})
+    ref = policy_loss(objective, b2, {knob: value}, state={**extra_state, **({knob: value} if knob == "reweight_w" else {})})
+    out.loss.backward()
+    ref.loss.backward()
+    assert out.loss.item() == ref.loss.item()
+    torch.testing.assert_close(b1.log_prob.grad, b2.log_prob.grad, rtol=0, atol=0)
+
+
+def test_controller_engages_at_the_target_moves_the_knob_and_clamps(tuned):
+    tuned("clip_cov")
+    p = dict(clip_cov_ratio=0.01, tune_knob="clip_cov_ratio", tune_lo=1e-3, tune_hi=0.1, tune_rate=0.5,
+             tune_target_ratio=0.5)
+    c = make_controller("tune.clip_cov", p)
+    c.update(H(1.0, 0))  # target = 0.5; above it: not engaged, knob unchanged
+    assert (c.target_entropy, c.engaged, c.value) == (0.5, False, 0.01)
+    assert c.state()["seed"] == 1_000_003  # the wrapped controller runs too (Clip-Cov's seed)
+    c.update(H(0.25, 1))  # half the target: error +0.5, log v += 0.5 * 0.5
+    assert c.engaged and c.value == pytest.approx(0.01 * math.exp(0.25))
+    c.update(H(0.75, 2))  # above the target once engaged: error -0.5, back down
+    assert c.value == pytest.approx(0.01)
+    for step in range(3, 40):
+        c.update(H(0.0, step))  # error clipped at +1: up to the upper bound, and no further
+    assert c.value == pytest.approx(0.1)
+    assert c.state()["tune_value"] == c.value and c.metrics()["tune/value"] == c.value
+
+
+def test_direction_minus_one_and_knobs_carried_in_state(tuned, tmp_path):
+    tuned("steer")
+    c = make_controller("tune.steer", dict(token_weight_min=0.5, tune_knob="token_weight_min", tune_direction=-1,
+                                           tune_lo=0.01, tune_hi=0.8, tune_rate=0.2, tune_target=0.5,
+                                           tune_target_ratio=None))
+    c.update(H(0.25))  # below the target: a smaller floor raises entropy
+    assert c.value == pytest.approx(0.5 * math.exp(-0.1))
+    tuned("stare")
+    s = make_controller("tune.stare", dict(reweight_w=2.0, tune_knob="reweight_w", tune_lo=1.0, tune_hi=20.0,
+                                           target_entropy=0.5, tune_target=0.5, tune_target_ratio=None))
+    s.update(H(0.25))
+    assert s.state()["reweight_w"] == s.value > 2.0 and s.state()["gate_on"]  # the gate sees H < its target
+    fresh = make_controller("tune.stare", dict(reweight_w=2.0, tune_knob="reweight_w", tune_lo=1.0, tune_hi=20.0,
+                                               target_entropy=0.5, tune_target=0.5, tune_target_ratio=None))
+    load_controller(save_controller(tmp_path / "c.pt", s), fresh)
+    assert fresh.state() == s.state() and fresh.metrics() == s.metrics()
+
+
+def test_bad_tuning_parameters_name_the_field(tuned):
+    tuned("clip_cov")
+    with pytest.raises(ValueError, match="tune_knob 'nope'"):
+        make_controller("tune.clip_cov", dict(tune_knob="nope"))
+    with pytest.raises(ValueError, match="tune_lo"):
+        make_controller("tune.clip_cov", dict(tune_knob="clip_cov_ratio", tune_lo=0.0))
+    with pytest.raises(ValueError, match="clip_cov_ratio"):
+        make_controller("tune.clip_cov", dict(tune_knob="clip_cov_ratio", clip_cov_ratio=2.0))  # the method's own check
+
+
+def test_calibrated_value_reads_the_tail():
+    knob = Knob("x", 0.01, 1.0, +1)
+    recs = [{"step": i, "tune/value": v, "tune/engaged": float(i > 1), "tune/target_entropy": 0.5, "actor/entropy": h}
+            for i, (v, h) in enumerate([(0.01, 1.0), (0.01, 0.6), (0.1, 0.4), (0.2, 0.5), (0.05, 0.5), (0.8, 0.6)])]
+    cal = calibrated_value(recs, knob, tail=0.5)
+    assert cal["value"] == pytest.approx(0.2)  # geometric mean of 0.2, 0.05, 0.8
+    assert cal["reached"] and cal["at_bound_frac"] == 0
+    assert cal["tail_entropy_over_target"] == pytest.approx((0.5 + 0.5 + 0.6) / 3 / 0.5)
+    at_top = [{**r, "tune/value": 1.0} for r in recs]
+    assert not calibrated_value(at_top, knob)["reached"]
+    with pytest.raises(ValueError, match="tuning run"):
+        calibrated_value([{"step": 1}], knob)
+
+
+def test_every_knob_names_a_parameter_of_its_method():
+    from stare.objectives import get_objective
+    from stare.train.config import load_config
+
+    for method, knob in KNOBS.items():
+        objective = load_config(None, [f"method={method}"]).algorithm.objective
+        assert knob.param in get_objective(objective).params.__dataclass_fields__, method
+        if not knob.own_controller:
+            assert 0 < knob.lo < knob.hi and knob.direction in (1, -1), method
+
+
+def test_calibrate_end_to_end_writes_a_config_that_loads(tmp_path, monkeypatch):
+    from stare.train.calibrate import calibrate
+    from stare.train.config import load_config
+
+    monkeypatch.setenv("PYTHONPATH", os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({
+        "task": {"name": "conftest:make_contains_one"}, "model": {"testbed": TINY_TESTBED},
+        "rollout": {"prompts_per_step": 4, "n": 4, "max_new_tokens": 8}, "algorithm": {"micro_batch_size": 8},
+        "trainer": {"steps": 4, "eval_every": 0, "eval_prompts": 4, "eval_n": 4, "save_every": 0},
+        "logging": {"tensorboard": False}}))
+    # target 10x the first entropy: engaged from the first step, so the knob rises every step
+    result = calibrate(str(cfg), ["clip_cov", "stare_o1"], tmp_path / "cal", target_ratio=10.0, workers=1)
+    cal = result["methods"]["clip_cov"]
+    assert cal["engaged"] and cal["value"] > KNOBS["clip_cov"].lo and cal["tail_steps"] == 2
+    assert result["methods"]["stare_o1"]["own_controller"]
+    calibrated = tmp_path / "cal" / "calibrated.yaml"
+    loaded = load_config(calibrated, ["method=clip_cov"])
+    assert loaded.algorithm.objective == "clip_cov"  # the published method at a fixed strength
+    if cal["reached"]:
+        assert loaded.algorithm.params["clip_cov_ratio"] == pytest.approx(cal["value"], rel=1e-3)
+    assert load_config(calibrated, ["method=stare_o1"]).algorithm.params["target_entropy_ratio"] == 10.0
