@@ -52,4 +52,15 @@ METHODS: dict[str, dict] = {
 def method_overrides(name: str) -> dict:
     if name not in METHODS:
         raise unknown_name_error("method", name, METHODS)
-    return copy.deepcopy({**METHODS[name], "method": name})
+    preset = METHODS[name]
+    if "band_of" in preset:  # built (and its tuned objective registered) when selected
+        from .knobs import band_preset
+
+        preset = band_preset(preset["band_of"], METHODS[preset["band_of"]])
+    return copy.deepcopy({**preset, "method": name})
+
+
+# Equal-entropy variants (docs/results.md): each peer with a strength knob (stare.train.knobs.KNOBS), the knob
+# held by an integral controller at the band STARE's presets hold (half the first step's batch entropy).
+BAND_METHODS = ("clip_cov", "kl_cov", "steer", "forking")  # the entropy bonus has its own: adaptive_entropy
+METHODS.update({f"{m}_band": {"band_of": m} for m in BAND_METHODS})

@@ -144,8 +144,10 @@ def test_base_attempts_solve_hard_prompts_rarely():
         e = by_prompt[prompt]
         acc[e.source].append(task.score(e, response).acc)
     easy, hard = (sum(v) / len(v) for v in acc.values())
-    assert 0.5 < easy < 0.75  # adding all three works, minus slips and the 10% early answers
-    assert 0.015 < hard < 0.05  # the right pair (1 in 3) and an early answer (1 in 10), minus slips
+    # defaults: early_rate 0.15, corrupt_frac 0.2 with pair risks (0.25, 1, 1.75)
+    assert 0.6 < easy < 0.75  # adding all three: 0.85 x (1 - 0.2) = 0.68
+    assert 0.035 < hard < 0.08  # the right pair (1 in 3) and an early answer: 0.15 / 3 x (1 - 0.2) = 0.04, more
+    #                             where a number repeats (two pairs reach the target)
 
 
 def test_testbed_selection_and_errors():
@@ -176,3 +178,14 @@ def test_the_default_configuration_builds_its_splits_quickly():
     task = ExploreTask(ExploreConfig())  # 20 000 training prompts from only 20^3 easy instances: repeats allowed
     assert len(task.examples("train")) == 20000 and len(task.examples("test")) == 2 * 256
     assert time.time() - t0 < 30
+
+
+def test_train_hard_frac_changes_the_rl_prompts_only():
+    base = ExploreConfig(**SMALL)
+    more = ExploreConfig(**SMALL, train_hard_frac=0.5)
+    assert more.cache_name() == base.cache_name()  # the same base model
+    a, b = ExploreTask(base), ExploreTask(more)
+    assert a.sft_texts()[:200] == b.sft_texts()[:200] and a.examples("test") == b.examples("test")
+    train = b.examples("train")
+    assert sum(e.source == "explore_hard" for e in train) == len(train) // 2
+    assert not {e.prompt for e in train} & {e.prompt for e in b.examples("test")}

@@ -1,6 +1,6 @@
-"""Equal-entropy calibration: the tuned wrapper is the method itself at the knob's current value, the
-knob's controller moves it the right way within its range, the calibrated value is read from a run's tail,
-and a tuning run end to end writes a calibrated config that loads."""
+"""Equal entropy: the tuned wrapper is the method itself at the knob's current value, the knob's controller
+moves it the right way within its range, band presets load, the calibrated value is read from a run's tail,
+and calibration end to end writes a config with fixed strengths that loads."""
 
 import json
 import math
@@ -12,7 +12,8 @@ import torch
 from stare import PolicyBatch, policy_loss
 from stare.objectives import StepData, load_controller, make_controller, save_controller
 from stare.objectives.registry import unregister_objective
-from stare.train.calibrate import KNOBS, Knob, calibrated_value, register_tuned
+from stare.train.calibrate import calibrated_value
+from stare.train.knobs import KNOBS, Knob, register_tuned
 
 from conftest import TINY_TESTBED
 
@@ -84,6 +85,17 @@ def test_controller_engages_at_the_target_moves_the_knob_and_clamps(tuned):
     assert c.state()["tune_value"] == c.value and c.metrics()["tune/value"] == c.value
 
 
+def test_engages_at_the_engage_step_when_entropy_stays_above_the_target(tuned):
+    tuned("clip_cov")
+    c = make_controller("tune.clip_cov", dict(clip_cov_ratio=0.01, tune_knob="clip_cov_ratio", tune_lo=1e-3,
+                                              tune_hi=0.1, tune_rate=0.5, tune_target=0.5, tune_target_ratio=None,
+                                              tune_engage_step=2))
+    c.update(H(1.0, 1))
+    assert not c.engaged and c.value == 0.01
+    c.update(H(1.0, 2))  # still above the target, but from step 2 on the knob is weakened: error clipped at -1
+    assert c.engaged and c.value == pytest.approx(0.01 * math.exp(-0.5))
+
+
 def test_direction_minus_one_and_knobs_carried_in_state(tuned, tmp_path):
     tuned("steer")
     c = make_controller("tune.steer", dict(token_weight_min=0.5, tune_knob="token_weight_min", tune_direction=-1,
@@ -122,7 +134,7 @@ def test_calibrated_value_reads_the_tail():
     assert cal["tail_entropy_over_target"] == pytest.approx((0.5 + 0.5 + 0.6) / 3 / 0.5)
     at_top = [{**r, "tune/value": 1.0} for r in recs]
     assert not calibrated_value(at_top, knob)["reached"]
-    with pytest.raises(ValueError, match="tuning run"):
+    with pytest.raises(ValueError, match="band"):
         calibrated_value([{"step": 1}], knob)
 
 
@@ -137,6 +149,20 @@ def test_every_knob_names_a_parameter_of_its_method():
             assert 0 < knob.lo < knob.hi and knob.direction in (1, -1), method
 
 
+def test_band_presets_wrap_the_method_and_hold_stares_target():
+    from stare.train.config import load_config
+    from stare.train.methods import BAND_METHODS
+
+    for m in BAND_METHODS:
+        plain, band = load_config(None, [f"method={m}"]), load_config(None, [f"method={m}_band"])
+        assert band.algorithm.objective == "tune." + plain.algorithm.objective
+        p = band.algorithm.params
+        assert p["tune_knob"] == KNOBS[m].param and p["tune_target_ratio"] == 0.5
+        assert {k: v for k, v in p.items() if not k.startswith("tune_")} == plain.algorithm.params
+        assert band.rollout == plain.rollout and band.algorithm.advantage == plain.algorithm.advantage
+    assert load_config(None, ["method=stare_o1"]).algorithm.params["target_entropy_ratio"] == 0.5
+
+
 def test_calibrate_end_to_end_writes_a_config_that_loads(tmp_path, monkeypatch):
     from stare.train.calibrate import calibrate
     from stare.train.config import load_config
@@ -144,18 +170,21 @@ def test_calibrate_end_to_end_writes_a_config_that_loads(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cfg = tmp_path / "c.yaml"
     cfg.write_text(json.dumps({
-        "task": {"name": "conftest:make_contains_one"}, "model": {"testbed": TINY_TESTBED},
+        "task": {"name": "tiny_tasks:make_contains_one"}, "model": {"testbed": TINY_TESTBED},
         "rollout": {"prompts_per_step": 4, "n": 4, "max_new_tokens": 8}, "algorithm": {"micro_batch_size": 8},
         "trainer": {"steps": 4, "eval_every": 0, "eval_prompts": 4, "eval_n": 4, "save_every": 0},
         "logging": {"tensorboard": False}}))
-    # target 10x the first entropy: engaged from the first step, so the knob rises every step
-    result = calibrate(str(cfg), ["clip_cov", "stare_o1"], tmp_path / "cal", target_ratio=10.0, workers=1)
+    # a target of 10x the first entropy: engaged from the first step, so the knob rises every step
+    result = calibrate(str(cfg), ["clip_cov"], tmp_path / "cmp", ["method_overrides.clip_cov_band.algorithm.params."
+                                                                  "tune_target_ratio=10.0"], workers=1)
     cal = result["methods"]["clip_cov"]
-    assert cal["engaged"] and cal["value"] > KNOBS["clip_cov"].lo and cal["tail_steps"] == 2
-    assert result["methods"]["stare_o1"]["own_controller"]
-    calibrated = tmp_path / "cal" / "calibrated.yaml"
+    run = cal["per_seed"][0]
+    assert run["engaged"] and run["tail_steps"] == 2 and cal["value"] == run["value"] > KNOBS["clip_cov"].lo
+    assert (tmp_path / "cmp" / "clip_cov_band" / "seed_0" / "DONE").exists()  # the layout of stare compare
+    calibrated = tmp_path / "cmp" / "calibrated.yaml"
     loaded = load_config(calibrated, ["method=clip_cov"])
     assert loaded.algorithm.objective == "clip_cov"  # the published method at a fixed strength
     if cal["reached"]:
         assert loaded.algorithm.params["clip_cov_ratio"] == pytest.approx(cal["value"], rel=1e-3)
-    assert load_config(calibrated, ["method=stare_o1"]).algorithm.params["target_entropy_ratio"] == 10.0
+    with pytest.raises(ValueError, match="own controller"):
+        calibrate(str(cfg), ["stare_o1"], tmp_path / "x")

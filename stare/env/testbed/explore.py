@@ -11,16 +11,17 @@ one or two steps and the answer, e.g. ``"17+5=22;22+12=34;A:34"``.
 
 The base model (the same tiny Llama, character tokenizer) is trained by supervised learning on attempts
 whose choices ignore the target: a trace adds a pair drawn uniformly, then answers at once with
-probability ``early_rate`` (10%) or adds the third number, and ``corrupt_frac`` of traces carry an
+probability ``early_rate`` (15%) or adds the third number, and ``corrupt_frac`` (20%) of traces carry an
 arithmetic slip in the first sum whose rate depends on the pair (``pair_risk``, as in the addition
 testbed). So the base model solves the easy split mostly by adding all three (stopping early is always
-wrong there) and samples the hard split's solution in about ``early_rate / 3`` of its attempts (pass@1 of
-a few percent), enough for pass@64 above one half. This is the situation in which RL with verifiable
+wrong there) and samples the hard split's solution in about ``early_rate / 3`` of its attempts (measured
+base model: hard pass@1 0.03, pass@64 0.78; docs/testbed.md). This is the situation in which RL with verifiable
 rewards is reported to narrow what a model can solve (Yue et al. 2025, arXiv 2504.13837): training
 mostly on problems the dominant strategy solves sharpens it, and a rarely rewarded strategy is lost.
 ``hard_frac`` (25%) of the training prompts are hard, so exploration can find the rare strategy and
-narrowing can lose it. (A first version needed a subtraction on the hard split; the base model learned
-subtraction from its 10% of traces too poorly: hard pass@64 0.19. docs/testbed.md.)
+narrowing can lose it. (Earlier versions are in docs/testbed.md: a subtraction on the hard split, which the
+base model learned too poorly from its 10% of traces, hard pass@64 0.19; the early answer at 10% with 30%
+slips, hard pass@64 0.44.)
 
 The verifier checks the whole derivation, not only the answer (the target is in the prompt, so an
 answer-only check could be gamed by copying it): one or two steps ``u op v = w`` (op ``+`` or ``-``,
@@ -54,12 +55,13 @@ SOURCES = ("explore_easy", "explore_hard")
 
 @dataclass(frozen=True)
 class ExploreConfig:
-    """Everything that defines the exploration testbed and its base model (hashed for the cache)."""
+    """Everything that defines the exploration testbed and its base model (hashed for the cache, except
+    ``train_hard_frac``, which changes the RL training prompts only)."""
 
     max_value: int = 20  # numbers in [1, max_value], as the addition testbed's operands
-    hard_frac: float = 0.25  # share of hard prompts among the training prompts
-    early_rate: float = 0.1  # share of SFT attempts that answer after the first pair (the rare strategy)
-    corrupt_frac: float = 0.3  # share of SFT traces with an arithmetic slip (mean over pairs)
+    hard_frac: float = 0.25  # share of hard prompts among the training prompts (SFT and, by default, RL)
+    early_rate: float = 0.15  # share of SFT attempts that answer after the first pair (the rare strategy)
+    corrupt_frac: float = 0.2  # share of SFT traces with an arithmetic slip (mean over pairs)
     pair_risk: tuple[float, float, float] = (0.25, 1.0, 1.75)  # slip-rate multipliers of the three pairs
     sft_examples: int = 40000
     sft_steps: int = 800
@@ -71,13 +73,17 @@ class ExploreConfig:
     seed: int = 0
     train_prompts: int = 20000
     test_prompts: int = 256  # per split; the test list alternates easy and hard
+    # share of hard prompts among the RL training prompts, when it should differ from the SFT mix; the base
+    # model does not depend on it (None: hard_frac, the same prompts as the SFT data)
+    train_hard_frac: float | None = None
 
     kind = "explore"
+    NOT_HASHED = ("train_hard_frac",)
 
     def __post_init__(self) -> None:
-        for name in ("hard_frac", "early_rate", "corrupt_frac"):
+        for name in ("hard_frac", "early_rate", "corrupt_frac", "train_hard_frac"):
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
+            if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"model.testbed.{name} must be in [0, 1], got {value}")
         if self.max_value < 2:
             raise ValueError(f"model.testbed.max_value must be >= 2, got {self.max_value}")
@@ -86,7 +92,9 @@ class ExploreConfig:
                              f"got {self.pair_risk}")
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps({"kind": self.kind, **asdict(self)}, sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of what defines the base model (every field but ``NOT_HASHED``)."""
+        fields = {k: v for k, v in asdict(self).items() if k not in self.NOT_HASHED}
+        return hashlib.sha256(json.dumps({"kind": self.kind, **fields}, sort_keys=True).encode()).hexdigest()[:16]
 
     def cache_name(self) -> str:
         return f"testbed-explore-{self.digest()}"
@@ -176,8 +184,8 @@ class ExploreTask:
             return nums, sum(nums) - nums[k]  # the other two
 
     def examples(self, split: str) -> list[Example]:
-        if split not in ("train", "test"):
-            raise ValueError(f"unknown split '{split}'; valid: train, test")
+        if split not in ("train", "test", "sft"):
+            raise ValueError(f"unknown split '{split}'; valid: train, test (and sft: the base model's prompts)")
         if not self._splits:
             c = self.cfg
             rng = random.Random(f"{c.seed}-explore-prompts")
@@ -193,12 +201,20 @@ class ExploreTask:
                             test_set.add(inst)
                         return inst, hard
 
+            def mix(frac: float, order: str):
+                n_hard = round(c.train_prompts * frac)
+                items = [draw(True, False) for _ in range(n_hard)] + [draw(False, False)
+                                                                      for _ in range(c.train_prompts - n_hard)]
+                random.Random(order).shuffle(items)
+                return items
+
             test = [draw(hard, True) for _ in range(c.test_prompts) for hard in (False, True)]  # alternating
-            n_hard = round(c.train_prompts * c.hard_frac)
-            train = [draw(True, False) for _ in range(n_hard)] + [draw(False, False)
-                                                                  for _ in range(c.train_prompts - n_hard)]
-            random.Random(f"{c.seed}-explore-order").shuffle(train)
-            for name, items in (("test", test), ("train", train)):
+            sft = mix(c.hard_frac, f"{c.seed}-explore-order")
+            train = sft
+            if c.train_hard_frac is not None and c.train_hard_frac != c.hard_frac:
+                rng = random.Random(f"{c.seed}-explore-train-{c.train_hard_frac}")
+                train = mix(c.train_hard_frac, f"{c.seed}-explore-train-order")
+            for name, items in (("test", test), ("train", train), ("sft", sft)):
                 self._splits[name] = [
                     Example(prompt=f"{a},{b},{cc}>{t}:", answer=str(t), source=SOURCES[hard], uid=f"{name}-{i}",
                             meta={"numbers": [a, b, cc]})
@@ -216,10 +232,10 @@ class ExploreTask:
 
     def sft_texts(self) -> list[tuple[str, str]]:
         """(prompt, response) pairs for supervised training of the base model: attempts on training
-        prompts of both splits (``make_explore_trace``)."""
+        prompts of both splits (``make_explore_trace``), mixed as ``hard_frac`` says."""
         c = self.cfg
         rng = random.Random(f"{c.seed}-explore-sft")
-        train = self.examples("train")
+        train = self.examples("sft")
         out = []
         for _ in range(c.sft_examples):
             ex = train[rng.randrange(len(train))]
