@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Comparison at equal entropy (docs/results.md): on one testbed and one setting, find each peer's strength
-# that holds STARE's band (one tuning run per peer, seed 0: `stare calibrate`), then train every method at
-# its found strength on 3 seeds, with the base model's evaluation (`stare compare`).
+# Comparison at equal entropy (docs/results.md), on one testbed and one setting:
+#  1. every method on 3 seeds, with the base model's evaluation: GRPO-ds (no entropy control), STARE-O1 and
+#     the adaptive entropy bonus (each holds the band with its own controller: target half the first step's
+#     batch entropy), and each peer with a strength knob as <peer>_band (its knob held at the same band by an
+#     integral controller, stare.train.knobs); seed 0 of everything first, then seeds 1 and 2;
+#  2. the fixed strength each peer's band runs settled at (stare calibrate reads them off the runs above);
+#  3. each peer that reached the band, trained at that fixed strength on seed 0 (does the fixed strength
+#     hold the band?).
 #
 #   bash experiments/equal_entropy.sh explore on       # the exploration testbed, on-policy
 #   bash experiments/equal_entropy.sh explore off      # two mini-batches per step (off-policy updates)
@@ -17,9 +22,10 @@ export OMP_WAIT_POLICY=PASSIVE
 PKG=$(python -c "import stare, pathlib; print(pathlib.Path(stare.__file__).parent / 'configs')")
 case $TESTBED in
   explore) CFG=$PKG/explore.yaml; OV=() ;;
-  # the addition testbed's 400-step study cut to 200 steps (its entropy has fallen 3x by then and STARE's
-  # gate engages by step 70), held-out 128 prompts x 8 as in the study
-  addition) CFG=$PKG/testbed.yaml; OV=(trainer.steps=200 trainer.eval_every=50 trainer.save_every=50) ;;
+  # the addition testbed's 400-step study cut to 200 steps (GRPO-ds's entropy has fallen ~3x by then and
+  # STARE's gate engages by step 70); held-out 64 prompts x 64 samples at 100 and 200 steps
+  addition) CFG=$PKG/testbed.yaml
+            OV=(trainer.steps=200 trainer.eval_every=100 trainer.save_every=50 trainer.eval_prompts=64 trainer.eval_n=64) ;;
   *) echo "unknown testbed $TESTBED" >&2; exit 2 ;;
 esac
 PEERS=(clip_cov steer forking)
@@ -28,9 +34,13 @@ case $SETTING in
   off) OV+=(algorithm.mini_batches=2); PEERS+=(kl_cov) ;;   # KL-Cov's penalty has no gradient on-policy
   *) echo "unknown setting $SETTING" >&2; exit 2 ;;
 esac
-stare calibrate "$CFG" "${OV[@]}" --methods "${PEERS[@]}" stare_o1 adaptive_entropy --out "$OUT/calibration" --workers 2
-# the peers whose knob reached the band (calibration.json: reached); the others are reported from their tuning run
-REACHED=$(python -c "import json, sys; d = json.load(open(sys.argv[1]))['methods']; print(' '.join(m for m, c in d.items() if not c.get('own_controller') and c['reached']))" "$OUT/calibration/calibration.json")
-stare compare "$OUT/calibration/calibrated.yaml" --methods base grpo_ds stare_o1 adaptive_entropy $REACHED \
-  --seeds 0 1 2 --out "$OUT" --workers 2 --baseline grpo_ds
+METHODS=(base grpo_ds stare_o1 adaptive_entropy "${PEERS[@]/%/_band}")
+stare compare "$CFG" "${OV[@]}" --methods "${METHODS[@]}" --seeds 0 --out "$OUT" --workers 2 --baseline grpo_ds \
+  --report-dir "$OUT/report_seed0"
+stare compare "$CFG" "${OV[@]}" --methods "${METHODS[@]}" --seeds 0 1 2 --out "$OUT" --workers 2 --baseline grpo_ds
+stare calibrate "$CFG" "${OV[@]}" --methods "${PEERS[@]}" --seeds 0 1 2 --out "$OUT"
+REACHED=$(python -c "import json, sys; d = json.load(open(sys.argv[1]))['methods']; print(' '.join(m for m, c in d.items() if c['reached']))" "$OUT/calibration.json")
+if [ -n "$REACHED" ]; then
+  stare compare "$OUT/calibrated.yaml" --methods $REACHED --seeds 0 --out "$OUT/fixed" --workers 2
+fi
 python experiments/archive_results.py --group "equal_entropy__${TESTBED}_${SETTING}" "$OUT"
