@@ -385,21 +385,15 @@ class Trainer:
             metrics["timing_s/old_log_prob"] = time.perf_counter() - t1
 
         # 3. step data: rewards (and the method's shaping), default advantages, batch entropy
-        a = alg.advantage
-
-        def default_advantages(rewards: torch.Tensor) -> torch.Tensor:
-            return group_advantages(rewards, batch.group_ids, norm_by_std=a.norm_by_std, std_scope=a.std_scope,
-                                    eps=a.eps).to(self.device)
-
         m = mask[:, : old.entropy.shape[1]]
         data = StepData(
             batch_entropy=float((old.entropy * m).sum() / m.sum().clamp(min=1)), step=self.step_idx, seed=cfg.seed,
             rewards=batch.rewards, acc=batch.acc, group_ids=batch.group_ids, mask=m, old_log_prob=old.log_prob,
-            old_entropy=old.entropy, advantages=default_advantages(batch.rewards),
+            old_entropy=old.entropy, advantages=self.default_advantages(batch.rewards, batch.group_ids),
             aux={**_trim(batch.aux, m.shape[1]), **old.aux}, texts=batch.texts, preds=batch.preds)
         if obj.shape_rewards is not None:
             rewards = obj.shape_rewards(data, self.params, self._state()).detach().to(torch.float32).cpu()
-            data = dataclasses.replace(data, rewards=rewards, advantages=default_advantages(rewards))
+            data = dataclasses.replace(data, rewards=rewards, advantages=self.default_advantages(rewards, batch.group_ids))
         metrics["actor/entropy"] = data.batch_entropy
 
         # 4. controller, same step
@@ -453,6 +447,12 @@ class Trainer:
         if self.controller is not None:
             metrics.update(self.controller.metrics())
         return metrics
+
+    def default_advantages(self, rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+        """GRPO / Dr.GRPO / batch-std advantages per the config's ``algorithm.advantage``, [B]."""
+        a = self.cfg.algorithm.advantage
+        return group_advantages(rewards, group_ids, norm_by_std=a.norm_by_std, std_scope=a.std_scope,
+                                eps=a.eps).to(self.device)
 
     def update(self, batch: StepBatch, adv: torch.Tensor, old: OldPass, state: dict, on_policy: bool,
                diag: StepDiagnostics | None = None) -> dict[str, float]:
