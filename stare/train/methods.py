@@ -46,6 +46,32 @@ METHODS: dict[str, dict] = {
                                                   "target_entropy_ratio": 0.5}},
                          "rollout": {"dynamic_sampling": True}},
     "entroadv": {"algorithm": {"objective": "entroadv", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
+    # --- issue 13, part A (docs/methods.md §9.1-§9.11, §10.1-§10.5). Each preset names its strength knob: the
+    # parameter an equal-entropy comparison sweeps. Recipes without dynamic sampling keep it off.
+    # Lp-Reg, 14B on-policy script (no dynamic sampling). Strength: rho_neg (share of negative tokens examined).
+    "lp_reg": {"algorithm": {"objective": "lp_reg", "params": {}}, "rollout": {"dynamic_sampling": False}},
+    # SIREN on its Dr.GRPO base. Strength: entropy_coeff (weight of the squared deviation from the anchor).
+    "siren": {"algorithm": {"objective": "siren", "params": {}, "advantage": {"norm_by_std": False}},
+              "rollout": {"dynamic_sampling": False}},
+    # Advantage reweighting alone (K&K GRPO scripts). Strength: reweight_k (alpha).
+    "ar": {"algorithm": {"objective": "ar", "params": {}}, "rollout": {"dynamic_sampling": False}},
+    # Lopti alone: two passes, low-probability tokens first. Strength: separate_prob (eta).
+    "lopti": {"algorithm": {"objective": "lopti", "params": {}}, "rollout": {"dynamic_sampling": False}},
+    # AR + Lopti (the paper's combination). Strength: reweight_k (alpha), with separate_prob 0.5.
+    "ar_lopti": {"algorithm": {"objective": "lopti", "params": {"reweight_k": 0.3, "separate_prob": 0.5}},
+                 "rollout": {"dynamic_sampling": False}},
+    # AEPO (agentic): entropy-balanced tool-call rollout + gradient-preserving clip. Strength: entropy_adv_coef.
+    "aepo_agentic": {"algorithm": {"objective": "aepo_agentic", "params": {}}, "rollout": {"dynamic_sampling": True}},
+    # BAPO, example-script bounds. Strength: target (positive / negative loss mass the bounds are widened for).
+    "bapo": {"algorithm": {"objective": "bapo", "params": {}}, "rollout": {"dynamic_sampling": True}},
+    # ASPO (Archer2.0). Strength: eps_high_entropy (bound width on high-entropy tokens).
+    "aspo": {"algorithm": {"objective": "aspo", "params": {}}, "rollout": {"dynamic_sampling": True}},
+    # DPPO, binary TV. Strength: clip_ratio_high (the TV delta for A > 0).
+    "dppo": {"algorithm": {"objective": "dppo", "params": {}}, "rollout": {"dynamic_sampling": True}},
+    # 1-shot RLVR's entropy loss. Strength: entropy_coeff.
+    "one_shot_entropy": {"algorithm": {"objective": "one_shot_entropy", "params": {}},
+                         "rollout": {"dynamic_sampling": False}},
+    # --- end of issue 13, part A
 }
 
 
