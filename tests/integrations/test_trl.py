@@ -10,6 +10,7 @@ rewards, advantages, optimizer and checkpoints.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -198,3 +199,23 @@ def test_command_line_json_params(tmp_path):
     t = trainer(args)
     assert (t.objective_params.variant, t.objective_params.top_p_ratio) == ("C2", 0.2)
     assert t.controller.target_entropy == 0.5
+
+
+# --- issue 13, part A: every loss-side method trains inside TRL (a smoke test: two steps, weights move)
+PART_A = [("ar", {}), ("aepo_agentic_loss", {}), ("bapo", {}), ("aspo", {}), ("dppo", {}),
+          ("one_shot_entropy", {"entropy_coeff": 0.01})]
+
+
+@pytest.mark.parametrize("objective, params", PART_A)
+def test_part_a_loss_side_methods_train(tmp_path, objective, params):
+    t = trainer(config(tmp_path, stare_objective=objective, stare_params=params))
+    before = [p.detach().clone() for p in t.model.parameters()]
+    t.train()
+    assert any(not torch.equal(a, p.detach()) for a, p in zip(before, t.model.parameters()))
+    assert all(math.isfinite(h["loss"]) for h in t.state.log_history if "loss" in h)
+
+
+@pytest.mark.parametrize("objective", ["lp_reg", "siren", "lopti", "aepo_agentic"])
+def test_part_a_trainer_only_methods_are_refused(tmp_path, objective):
+    with pytest.raises(ValueError, match="only the stare trainer"):
+        trainer(config(tmp_path, stare_objective=objective))

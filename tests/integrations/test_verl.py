@@ -72,7 +72,16 @@ CASES = [
     ("entroadv", {}, None),
     ("clip_cov", {}, {"seed": 3}),
     ("kl_cov", {}, None),
+    # issue 13, part A: the loss-side methods
+    ("ar", dict(reweight_k=0.3, neg_adv_weight=0.8), None),
+    ("aepo_agentic_loss", dict(entropy_adv_coef=0.5), None),
+    ("aepo_agentic_loss", dict(grad_coef_low=0.5, selection_scope="global"), None),
+    ("bapo", dict(target=1.0), None),
+    ("aspo", {}, None),
+    ("dppo", {}, None),
+    ("dppo", dict(divergence="kl"), None),
 ]
+PART_A_CLIPPED = ("ar", "aepo_agentic_loss", "bapo", "dppo")  # issue 13, part A: methods with verl's clip keys
 CLIP = dict(clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=10.0)
 
 
@@ -86,6 +95,8 @@ def core_params(name, params, mode):
         p.update(CLIP)
     elif name == "gspo":
         p.update(clip_ratio_low=0.2, clip_ratio_high=0.28)
+    elif name in PART_A_CLIPPED:
+        p.update(CLIP)
     return p
 
 
