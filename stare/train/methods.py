@@ -71,6 +71,10 @@ METHODS: dict[str, dict] = {
     # 1-shot RLVR's entropy loss. Strength: entropy_coeff.
     "one_shot_entropy": {"algorithm": {"objective": "one_shot_entropy", "params": {}},
                          "rollout": {"dynamic_sampling": False}},
+    # EPO as its official code trains: the entropy bonus at EPO's coefficient (its smoothing term is a constant
+    # with no gradient; docs/methods.md §10.4). Strength: entropy_coeff.
+    "epo": {"algorithm": {"objective": "entropy_bonus", "params": {"entropy_coeff": 0.001}},
+            "rollout": {"dynamic_sampling": False}},
     # --- end of issue 13, part A
 }
 

@@ -155,3 +155,17 @@ def test_one_shot_entropy_only():
     out.loss.backward()
     assert lp.grad.abs().sum().item() == 0.0  # no reward signal at all
     torch.testing.assert_close(ent.grad, torch.full((2, 5), -0.5 / 10))  # maximise the token-mean entropy
+
+
+# ------------------------------------------------------------------------------------------ inert knobs
+
+@pytest.mark.parametrize("name, knob", [("bapo", "bounds"), ("aspo", "eps_low_entropy"), ("dppo", "trust region"),
+                                        ("aepo_agentic_loss", "grad_coef_high"), ("lp_reg", "clip_ratio_low"),
+                                        ("ar", "clip_ratio_low"), ("siren", "clip_ratio_low")])
+def test_knobs_that_cannot_act_on_policy_say_so(name, knob):
+    from stare import InertKnobWarning, get_objective
+
+    aux = {n: torch.zeros(1, 2) for n in get_objective(name).aux_needs}
+    b = PolicyBatch(torch.zeros(1, 2), torch.ones(1), torch.ones(1, 2), entropy=torch.ones(1, 2), aux=aux)
+    with pytest.warns(InertKnobWarning, match=knob):
+        policy_loss(name, b)
