@@ -2,10 +2,9 @@
 calls (AEPO, ``aepo_agentic``) have turns to branch from on the CPU testbed.
 
 A response ``"17+42=59;59+5=64;A:64"`` becomes a three-turn episode: generation stops at every ``;``, a
-no-op "tool" appends one space (masked from the loss, like any tool output), and the model continues.
-The task and its verifier are the testbed's (the answer is read from the last ``;``-separated segment,
-spaces allowed). The base model never saw a space after ``;``, so accuracy starts lower than on the
-plain testbed. Use it as a task factory:
+no-op "tool" returns nothing, and the model continues. The text the model sees is the plain testbed's,
+so the base model and its accuracy are unchanged; only the turn structure (``segment_ids``) is new.
+Use it as a task factory:
 
     stare train stare/configs/testbed.yaml method=aepo_agentic task.name=examples.testbed_tool_steps:make_task
 
@@ -16,13 +15,13 @@ from __future__ import annotations
 
 
 class StepBoundary:
-    """A tool environment whose only call is the end of a step: ``;`` stops a turn, a space comes back."""
+    """A tool environment whose only call is the end of a step: ``;`` stops a turn, nothing comes back."""
 
     stop_strings = (";",)
     max_turns = 2  # two partial sums; the answer segment follows the last one
 
     def step(self, example, transcript: str) -> str | None:
-        return " " if transcript.endswith(";") else None
+        return "" if transcript.endswith(";") else None
 
 
 def make_task(cfg):

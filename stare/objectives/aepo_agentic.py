@@ -225,9 +225,19 @@ class EntropyProbe:
 
 
 def _turn_starts(row: RolloutRow) -> list[int]:
-    """Start of each model turn in the row's response: 0, then the first model token after each tool output."""
+    """Start of each model turn in the row's response: 0, then the first model token after each tool output.
+    Read from the tool loop's ``segment_ids`` (turn k starts at the first model token of segment k, so a
+    tool output of no tokens still ends a turn), else from the loss mask's 0 -> 1 transitions."""
     mask = row.loss_mask or [1] * len(row.response_ids)
+    segments = row.token_values.get("segment_ids")
     starts = [0]
+    if segments is not None:
+        seen = {int(segments[0])} if segments else set()
+        for i, (seg, m) in enumerate(zip(segments, mask)):
+            if m == 1 and int(seg) not in seen:
+                seen.add(int(seg))
+                starts.append(i)
+        return starts
     for i in range(1, len(mask)):
         if mask[i] == 1 and mask[i - 1] == 0:
             starts.append(i)

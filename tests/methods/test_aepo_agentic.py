@@ -176,3 +176,15 @@ def test_bad_parameters_name_the_field():
     with pytest.raises(ValueError, match="entropy_adv_coef"):
         policy_loss("aepo_agentic_loss", PolicyBatch(torch.zeros(1, 1), torch.ones(1), torch.ones(1, 1), entropy=torch.ones(1, 1)),
                     {"entropy_adv_coef": -1.0})
+
+
+def test_turns_come_from_segment_ids_even_when_a_tool_returns_nothing():
+    from stare.objectives.aepo_agentic import _turn_starts
+
+    empty_output = RolloutRow(0, [1, 2, 5, 6, 7, 8], "", loss_mask=[1] * 6,
+                              token_values={"segment_ids": [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]})
+    assert _turn_starts(empty_output) == [0, 2, 4]
+    masked_output = RolloutRow(0, [1, 2, 3, 4], "", loss_mask=[1, 1, 0, 1])  # no segment ids: the mask decides
+    assert _turn_starts(masked_output) == [0, 3]
+    with_ids = RolloutRow(0, [1, 2, 3, 4], "", loss_mask=[1, 1, 0, 1], token_values={"segment_ids": [0.0, 0.0, 1.0, 1.0]})
+    assert _turn_starts(with_ids) == [0, 3]  # the tool output opens segment 1; its first model token starts the turn
