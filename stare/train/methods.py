@@ -46,6 +46,13 @@ METHODS: dict[str, dict] = {
                                                   "target_entropy_ratio": 0.5}},
                          "rollout": {"dynamic_sampling": True}},
     "entroadv": {"algorithm": {"objective": "entroadv", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
+    # --- Methods with step-level hooks (trainer only; docs/methods.md §9.5-§9.7, §9.10, §10.7-§10.9). Each names
+    # its strength knob, the parameter an equal-entropy comparison sweeps.
+    # HAPO as its recipes: clip 0.2 / 0.2, dual clip 10, DAPO overlong shaping; no dynamic sampling (the recipes'
+    # filter_groups keys are read by no code of the official trainer). Strength knob: temperature_tau (acts
+    # on-policy; clip_alpha and adv_beta act only with several mini-batches per step).
+    "hapo": {"algorithm": {"objective": "hapo", "params": {}}, "rollout": {"dynamic_sampling": False},
+             "reward": {"overlong_shaping": True}},
 }
 
 
