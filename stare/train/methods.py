@@ -53,6 +53,11 @@ METHODS: dict[str, dict] = {
     # on-policy; clip_alpha and adv_beta act only with several mini-batches per step).
     "hapo": {"algorithm": {"objective": "hapo", "params": {}}, "rollout": {"dynamic_sampling": False},
              "reward": {"overlong_shaping": True}},
+    # EMPG on GRPO-ds. Strength knob: confidence_k (clarity_bonus acts only on multi-turn episodes).
+    "empg": {"algorithm": {"objective": "empg", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
+    # GTPO and GRPO-S on DAPO's clip and dynamic sampling (the paper's baseline). Strength knob: entropy_weight.
+    "gtpo": {"algorithm": {"objective": "gtpo", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
+    "grpo_s": {"algorithm": {"objective": "grpo_s", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
 }
 
 
