@@ -58,6 +58,10 @@ METHODS: dict[str, dict] = {
     # GTPO and GRPO-S on DAPO's clip and dynamic sampling (the paper's baseline). Strength knob: entropy_weight.
     "gtpo": {"algorithm": {"objective": "gtpo", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
     "grpo_s": {"algorithm": {"objective": "grpo_s", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
+    # CURE stage 1 on DAPO (its scripts: clip 0.2 / 0.28 / 10, dynamic sampling on acc, overlong buffer); rows per
+    # prompt stay rollout.n. Strength knob: branches (continuations per critical prefix; 0 is DAPO).
+    "cure": {"algorithm": {"objective": "cure", "params": {}}, "rollout": {"dynamic_sampling": True},
+             "reward": {"overlong_shaping": True}},
 }
 
 
