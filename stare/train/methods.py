@@ -62,6 +62,15 @@ METHODS: dict[str, dict] = {
     # prompt stay rollout.n. Strength knob: branches (continuations per critical prefix; 0 is DAPO).
     "cure": {"algorithm": {"objective": "cure", "params": {}}, "rollout": {"dynamic_sampling": True},
              "reward": {"overlong_shaping": True}},
+    # TTRL (aime.sh): GRPO on majority-vote rewards, KL 0.001 to the initial policy, no dynamic sampling.
+    # Strength knob: votes_per_prompt (None: every sample votes and trains).
+    "ttrl": {"algorithm": {"objective": "ttrl", "params": {"kl_coef": 0.001}}, "rollout": {"dynamic_sampling": False}},
+    # EMPO (its TRL recipes): semantic-cluster rewards, seq-mean-token-mean, std epsilon 1e-4, no KL, no dynamic
+    # sampling. No strength knob: the reward itself is replaced.
+    "empo": {"algorithm": {"objective": "empo", "params": {}, "advantage": {"eps": 1e-4}},
+             "rollout": {"dynamic_sampling": False}},
+    # SEED-GRPO on GRPO. Strength knob: alpha (0 is GRPO).
+    "seed_grpo": {"algorithm": {"objective": "seed_grpo", "params": {}}, "rollout": {"dynamic_sampling": False}},
 }
 
 
