@@ -76,6 +76,31 @@ METHODS: dict[str, dict] = {
     "epo": {"algorithm": {"objective": "entropy_bonus", "params": {"entropy_coeff": 0.001}},
             "rollout": {"dynamic_sampling": False}},
     # --- end of issue 13, part A
+    # --- Methods with step-level hooks (trainer only; docs/methods.md §9.5-§9.7, §9.10, §10.7-§10.9). Each names
+    # its strength knob, the parameter an equal-entropy comparison sweeps.
+    # HAPO as its recipes: clip 0.2 / 0.2, dual clip 10, DAPO overlong shaping; no dynamic sampling (the recipes'
+    # filter_groups keys are read by no code of the official trainer). Strength knob: temperature_tau (acts
+    # on-policy; clip_alpha and adv_beta act only with several mini-batches per step).
+    "hapo": {"algorithm": {"objective": "hapo", "params": {}}, "rollout": {"dynamic_sampling": False},
+             "reward": {"overlong_shaping": True}},
+    # EMPG on GRPO-ds. Strength knob: confidence_k (clarity_bonus acts only on multi-turn episodes).
+    "empg": {"algorithm": {"objective": "empg", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
+    # GTPO and GRPO-S on DAPO's clip and dynamic sampling (the paper's baseline). Strength knob: entropy_weight.
+    "gtpo": {"algorithm": {"objective": "gtpo", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
+    "grpo_s": {"algorithm": {"objective": "grpo_s", "params": dict(_DAPO_CLIP)}, "rollout": {"dynamic_sampling": True}},
+    # CURE stage 1 on DAPO (its scripts: clip 0.2 / 0.28 / 10, dynamic sampling on acc, overlong buffer); rows per
+    # prompt stay rollout.n. Strength knob: branches (continuations per critical prefix; 0 is DAPO).
+    "cure": {"algorithm": {"objective": "cure", "params": {}}, "rollout": {"dynamic_sampling": True},
+             "reward": {"overlong_shaping": True}},
+    # TTRL (aime.sh): GRPO on majority-vote rewards, KL 0.001 to the initial policy, no dynamic sampling.
+    # Strength knob: votes_per_prompt (None: every sample votes and trains).
+    "ttrl": {"algorithm": {"objective": "ttrl", "params": {"kl_coef": 0.001}}, "rollout": {"dynamic_sampling": False}},
+    # EMPO (its TRL recipes): semantic-cluster rewards, seq-mean-token-mean, std epsilon 1e-4, no KL, no dynamic
+    # sampling. No strength knob: the reward itself is replaced.
+    "empo": {"algorithm": {"objective": "empo", "params": {}, "advantage": {"eps": 1e-4}},
+             "rollout": {"dynamic_sampling": False}},
+    # SEED-GRPO on GRPO. Strength knob: alpha (0 is GRPO).
+    "seed_grpo": {"algorithm": {"objective": "seed_grpo", "params": {}}, "rollout": {"dynamic_sampling": False}},
 }
 
 
