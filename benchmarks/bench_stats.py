@@ -12,8 +12,8 @@ core benchmark's batch (benchmarks/bench_core.py: N = 8192 tokens, d = 512, V = 
 2. Speed: tokens/s of forward and forward+backward (gradients w.r.t. hidden and head), median of
    interleaved repeats, as a share of the matmul bound: the LM-head matmul alone in the same dtype
    (one matmul forward; forward plus its two backward matmuls for forward+backward).
-3. Peak extra memory: each variant once in a fresh process; on the CPU the resident-set high-water mark
-   (VmHWM reset after the inputs exist), on CUDA ``torch.cuda.max_memory_allocated``.
+3. Peak extra memory of one run: on the CPU in a fresh process, the resident-set high-water mark (VmHWM
+   reset after the inputs exist); on CUDA the allocator's peak (``torch.cuda.max_memory_allocated``).
 
 With ``--liger`` and the package ``liger-kernel`` installed (CUDA), Liger's fused linear cross-entropy
 (log-prob only, its gradient computed in its forward) is timed as well.
@@ -67,14 +67,14 @@ def make_inputs(n: int, d: int, vocab: int, device: str, dtype: torch.dtype, see
 
 
 def reference64(hidden, weight, targets, rows: int = 512):
-    """log-prob and entropy in float64 from the (upcast) inputs, chunked; on the CPU."""
-    h, w, t = hidden.detach().double().cpu(), weight.detach().double().cpu(), targets.cpu()
+    """log-prob and entropy in float64 from the (upcast) inputs, chunked, on the inputs' device; returned on the CPU."""
+    h, w = hidden.detach().double(), weight.detach().double()
     lp, ent = [], []
     for i in range(0, h.shape[0], rows):
         lq = torch.log_softmax(h[i:i + rows] @ w.T, dim=-1)
-        lp.append(lq.gather(1, t[i:i + rows, None]).squeeze(1))
+        lp.append(lq.gather(1, targets[i:i + rows, None]).squeeze(1))
         ent.append(-(lq.exp() * lq).sum(-1))
-    return torch.cat(lp), torch.cat(ent)
+    return torch.cat(lp).cpu(), torch.cat(ent).cpu()
 
 
 def textbook_entropies(hidden, weight, rows: int = 512) -> dict[str, torch.Tensor]:
@@ -166,6 +166,20 @@ def child_memory(args) -> None:
 
 
 def measure_memory(args, variant: str, dtype: str, backward: bool) -> float:
+    """Peak extra MiB of one run of ``variant``: in this process on CUDA (the allocator's peak counter),
+    in a fresh process on the CPU (the resident-set high-water mark)."""
+    if args.device.startswith("cuda"):
+        impls = implementations()
+        hidden, weight, targets = make_inputs(args.n, args.d, args.vocab, args.device, getattr(torch, dtype))
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        run(variant, impls, hidden, weight, targets, backward)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+        del hidden, weight, targets
+        torch.cuda.empty_cache()
+        return peak / 2**20
     cmd = [sys.executable, __file__, "--child", variant, "--child-dtype", dtype, "--n", str(args.n), "--d",
            str(args.d), "--vocab", str(args.vocab), "--device", args.device, "--threads", str(args.threads)]
     if backward:
@@ -213,7 +227,7 @@ def measure(args, dtype_name: str, log=print) -> dict:
         for backward in (False, True):
             key = "fwd+bwd" if backward else "fwd"
             log(f"  [{dtype_name}] memory {key} ...")
-            res["peak_mib"][key] = {v: measure_memory(args, v, dtype_name, backward) for v in variants}
+            res["peak_mib"][key] = {v: measure_memory(args, v, dtype_name, backward) for v in variants + extra}
     return res
 
 
@@ -236,8 +250,10 @@ def print_tables(res: dict, out=print) -> None:
         if name not in ("before", "after"):
             out(f"| (context) entropy error, fp32 {name}, unchunked | {a['entropy']:.1e} | |")
     if "liger" in br["fwd"]:
-        out(f"| (context) Liger fused linear CE (log-prob only) fwd / fwd+bwd share of bound | "
-            f"{br['fwd']['liger']:.2f} / {br['fwd+bwd']['liger']:.2f} | |")
+        m = mem.get("fwd+bwd", {}).get("liger")
+        out(f"| (context) Liger fused linear CE (log-prob only): fwd / fwd+bwd share of bound | "
+            f"{br['fwd']['liger']:.2f} / {br['fwd+bwd']['liger']:.2f}" + (f", peak fwd+bwd {m:.0f} MiB" if m else "")
+            + " | |")
 
 
 def main() -> None:
@@ -260,12 +276,13 @@ def main() -> None:
         return child_memory(args)
     torch.set_num_threads(args.threads)
     print(f"# token statistics before / after  torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} logical CPUs" + (f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""),
-          flush=True)
+          f"{os.cpu_count()} logical CPUs" + (f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else "")
+          + ", load average at start %.1f %.1f %.1f" % os.getloadavg(), flush=True)
     results = []
     for dt in args.dtypes:
         res = measure(args, dt, log=lambda m: print(m, file=sys.stderr, flush=True))
         print_tables(res)
+        print("load average now %.1f %.1f %.1f" % os.getloadavg(), flush=True)
         results.append(res)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
