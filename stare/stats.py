@@ -93,21 +93,27 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 _cuda_out_dtype = {"ok": True}  # torch.mm(..., out_dtype=) on CUDA; switched off after a first failure
 
 
-def _direct(a: Tensor, b: Tensor, dtype: torch.dtype) -> bool:
-    """Whether ``_matmul`` writes a @ b into a buffer of the compute dtype (else it returns a new tensor)."""
-    return a.dtype == b.dtype == dtype
+def _raw_buffer_dtype(a: Tensor, b: Tensor, dtype: torch.dtype) -> torch.dtype | None:
+    """dtype of the reusable buffer a chunk's ``a @ b`` is written into: the compute dtype when the operands
+    have it, their own 16-bit dtype on the CPU (converted block by block later), none on CUDA (there the
+    product comes back in the compute dtype, see ``_matmul``)."""
+    if a.dtype == b.dtype == dtype:
+        return dtype
+    if a.dtype == b.dtype and not a.is_cuda:
+        return a.dtype
+    return None
 
 
 def _matmul(a: Tensor, b: Tensor, dtype: torch.dtype, out: Tensor | None) -> Tensor:
-    """``a @ b``: into ``out`` (a ``dtype`` buffer) when the operands are ``dtype`` too, else a new tensor.
+    """``a @ b``: into ``out`` when it has the operands' dtype, else a new tensor.
 
     16-bit operands keep their dtype for the matmul (their fast path); on CUDA the product is requested
     in ``dtype`` (float32 accumulators written out, no rounding to 16 bits), elsewhere it comes back in
     the operands' dtype and each block is converted to ``dtype`` where it is used, in cache.
     """
-    if _direct(a, b, dtype) and out is not None:
+    if out is not None and a.dtype == b.dtype == out.dtype:
         return torch.matmul(a, b, out=out)
-    if a.is_cuda and a.dtype == b.dtype and _cuda_out_dtype["ok"]:
+    if a.is_cuda and a.dtype == b.dtype != dtype and _cuda_out_dtype["ok"]:
         try:
             return torch.mm(a, b, out_dtype=dtype)
         except (RuntimeError, NotImplementedError, TypeError):
@@ -181,17 +187,17 @@ def _block_grad(z: Tensor, tgt: Tensor, m: Tensor, log_norm: Tensor, entropy: Te
 class _Blocks:
     """Walks a [n, V] logits source chunk by chunk and block by block, in the compute dtype.
 
-    ``chunk_logits(i0, i1, buf)`` returns the logits of rows i0:i1, written into ``buf`` (a [rows, V]
-    buffer of the compute dtype; None when ``chunk_buffer`` is False) or as a tensor of another dtype
-    (16-bit matmul output); blocks of the latter are converted into a block-sized buffer, so the
-    conversion too runs in cache. ``bias`` is added per block.
+    ``chunk_logits(i0, i1, buf)`` returns the logits of rows i0:i1, written into ``buf`` (a reused [rows, V]
+    buffer of dtype ``buffer_dtype``; None when that is None) or as a new tensor. Blocks of logits not in
+    the compute dtype (16-bit matmul output) are converted into a block-sized buffer, so the conversion
+    too runs in cache. ``bias`` is added per block.
     """
 
     def __init__(self, chunk_logits, n: int, vocab: int, rows: int, dtype: torch.dtype, device, bias=None,
-                 chunk_buffer: bool = True):
+                 buffer_dtype: torch.dtype | None = None):
         self.chunk_logits, self.n, self.rows, self.dtype, self.bias = chunk_logits, n, rows, dtype, bias
         self.block = _block_rows(vocab, device, rows)
-        self.buf = torch.empty(min(rows, n), vocab, dtype=dtype, device=device) if chunk_buffer else None
+        self.buf = None if buffer_dtype is None else torch.empty(min(rows, n), vocab, dtype=buffer_dtype, device=device)
         self.z_buf = None  # allocated on the first 16-bit chunk
         self.e_buf = torch.empty(min(self.block, n), vocab, dtype=dtype, device=device)  # exp / probabilities
 
@@ -259,7 +265,7 @@ class _FromHidden(torch.autograd.Function):
             return _matmul(hidden[i0:i1], w_t, dtype, buf)
 
         blocks = _Blocks(chunk_logits, hidden.shape[0], weight.shape[0], rows, dtype, hidden.device, bias,
-                         chunk_buffer=_direct(hidden, weight, dtype))
+                         buffer_dtype=_raw_buffer_dtype(hidden, weight, dtype))
         log_prob, shift, entropy = _forward_loop(blocks, targets, inv_t, with_entropy)
         ctx.save_for_backward(hidden, weight, bias, targets, shift, entropy)
         ctx.inv_t, ctx.rows, ctx.with_entropy = inv_t, rows, with_entropy
@@ -286,6 +292,7 @@ class _FromHidden(torch.autograd.Function):
         # the gradient goes to the matmuls in the weight's dtype (16-bit matmuls for 16-bit inputs)
         grad_buf = None if weight.dtype == dtype else torch.empty(min(ctx.rows, hidden.shape[0]), weight.shape[0],
                                                                    dtype=weight.dtype, device=weight.device)
+        w_buf = None  # the chunk's 16-bit weight-gradient product, reused (CPU)
 
         def use_grad(i0: int, i1: int, g: Tensor) -> None:
             if need_h:
@@ -298,12 +305,15 @@ class _FromHidden(torch.autograd.Function):
                 if g.dtype == dtype:
                     grad_w.addmm_(g.T, h)
                 else:
-                    grad_w.add_(_matmul(g.T, h, dtype, None))
+                    nonlocal w_buf
+                    if w_buf is None and not g.is_cuda:
+                        w_buf = torch.empty(weight.shape, dtype=g.dtype, device=g.device)
+                    grad_w.add_(_matmul(g.T, h, dtype, w_buf))
             if need_b:
                 grad_b.add_(g.sum(0, dtype=dtype))
 
         blocks = _Blocks(chunk_logits, hidden.shape[0], weight.shape[0], ctx.rows, dtype, hidden.device, bias,
-                         chunk_buffer=_direct(hidden, weight, dtype))
+                         buffer_dtype=_raw_buffer_dtype(hidden, weight, dtype))
         _grad_loop(blocks, use_grad, targets, shift, entropy, g_lp, g_ent, ctx.inv_t,
                    None if grad_buf is None else (lambda i0, i1: grad_buf[: i1 - i0]))
         return (
@@ -334,7 +344,7 @@ class _FromLogits(torch.autograd.Function):
         rows = min(rows, _block_rows(vocab, logits.device, rows))
 
         blocks = _Blocks(_logits_chunks(logits, dtype), logits.shape[0], vocab, rows, dtype, logits.device,
-                         chunk_buffer=logits.dtype == dtype)
+                         buffer_dtype=dtype if logits.dtype == dtype else None)
         log_prob, shift, entropy = _forward_loop(blocks, targets, inv_t, with_entropy)
         ctx.save_for_backward(logits, targets, shift, entropy)
         ctx.inv_t, ctx.rows, ctx.with_entropy = inv_t, rows, with_entropy
@@ -351,7 +361,7 @@ class _FromLogits(torch.autograd.Function):
         grad_logits = torch.empty_like(logits)
 
         blocks = _Blocks(_logits_chunks(logits, shift.dtype), logits.shape[0], logits.shape[1], ctx.rows, shift.dtype,
-                         logits.device, chunk_buffer=logits.dtype == shift.dtype)
+                         logits.device, buffer_dtype=shift.dtype if logits.dtype == shift.dtype else None)
         _grad_loop(blocks, lambda i0, i1, g: None, targets, shift, entropy, g_lp, g_ent, ctx.inv_t,
                    lambda i0, i1: grad_logits[i0:i1])
         return grad_logits, None, None, None, None

@@ -215,15 +215,18 @@ def test_bfloat16_gradients_match_a_float32_computation_of_the_same_logits():
     h, w, b, t = _case(n=40, d=16, v=53)
     hb, wb = h.bfloat16().requires_grad_(), w.bfloat16().requires_grad_()
     s = token_stats_from_hidden(hb, wb, t, temperature=0.8, chunk_size=9)
-    g1, g2 = torch.randn(40), torch.randn(40)
+    gen = torch.Generator().manual_seed(1)
+    g1, g2 = torch.randn(40, generator=gen), torch.randn(40, generator=gen)
     ((s.log_prob * g1).sum() + (s.entropy * g2).sum()).backward()
     hr, wr = h.bfloat16().float().requires_grad_(), w.bfloat16().float().requires_grad_()
     ref = token_stats_reference(hr @ wr.T, t, temperature=0.8)
     ((ref.log_prob * g1).sum() + (ref.entropy * g2).sum()).backward()
     assert hb.grad.dtype == torch.bfloat16 and wb.grad.dtype == torch.bfloat16
     torch.testing.assert_close(s.entropy, ref.entropy, rtol=2e-2, atol=2e-2)
-    torch.testing.assert_close(hb.grad.float(), hr.grad, rtol=3e-2, atol=3e-2)
-    torch.testing.assert_close(wb.grad.float(), wr.grad, rtol=3e-2, atol=3e-2)
+    # bf16 rounds the gradient of every logit (2**-9 relative) before the matmuls: errors of a few 1e-3 of
+    # the largest gradient entry, which the tolerance (2% of it) covers; a wrong term would not fit.
+    for got, want in ((hb.grad, hr.grad), (wb.grad, wr.grad)):
+        torch.testing.assert_close(got.float(), want, rtol=0, atol=0.02 * float(want.abs().max()))
     # the logits path with bf16 logits: the same numbers, gradient returned in bf16
     z = (h.bfloat16() @ w.bfloat16().T).requires_grad_()
     s2 = token_stats_from_logits(z, t, temperature=0.8, chunk_size=9)
