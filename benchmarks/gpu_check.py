@@ -104,14 +104,25 @@ def section_token_stats(ctx) -> dict:
     return out
 
 
+# the tests' tiny testbed (tests/train/conftest.py) for the smoke mode; the default testbed otherwise
+SMOKE_TESTBED = {"hidden_size": 32, "layers": 1, "heads": 2, "sft_steps": 20, "sft_examples": 500,
+                 "train_prompts": 200, "test_prompts": 16}
+
+
+def _testbed_config(ctx):
+    """The testbed configuration of the run (without the trainer's pydantic configuration)."""
+    from stare.tasks.testbed import TestbedConfig
+
+    return TestbedConfig(**SMOKE_TESTBED) if ctx.smoke else TestbedConfig()
+
+
 def _testbed_overrides(ctx) -> list[str]:
     over = [f"output_dir={ctx.out / 'testbed'}", f"model.device={ctx.device}", "logging.tensorboard=false",
             "logging.progress=false", "trainer.save_every=0", "trainer.eval_every=0"]
-    if ctx.smoke:  # the tests' tiny testbed (tests/train/conftest.py) and a short run
-        over += ["trainer.steps=2", "model.testbed={hidden_size: 32, layers: 1, heads: 2, sft_steps: 20, "
-                 "sft_examples: 500, train_prompts: 200, test_prompts: 16}", "rollout.prompts_per_step=4",
-                 "rollout.n=4", "rollout.max_new_tokens=8", "trainer.eval_prompts=4", "trainer.eval_n=2",
-                 "trainer.threads=1", "rollout.dynamic_sampling=false"]  # the untrained tiny model rarely scores
+    if ctx.smoke:  # a short run; the untrained tiny model rarely scores, so no dynamic sampling
+        over += ["trainer.steps=2", "model.testbed={" + ", ".join(f"{k}: {v}" for k, v in SMOKE_TESTBED.items()) + "}",
+                 "rollout.prompts_per_step=4", "rollout.n=4", "rollout.max_new_tokens=8", "trainer.eval_prompts=4",
+                 "trainer.eval_n=2", "trainer.threads=1", "rollout.dynamic_sampling=false"]
     else:
         over += ["trainer.steps=20"]
     return over
@@ -123,11 +134,11 @@ def section_testbed(ctx) -> dict:
 
     config = ROOT / "stare" / "configs" / "testbed.yaml"
     over = _testbed_overrides(ctx)
-    cfg = load_config(config, over)
+    load_config(config, over)  # a configuration error shows here, with its message
     t0 = time.perf_counter()
     build_s = ctx.wait_for_build()  # started at the beginning, on the CPU, while the GPU sections ran
     waited = time.perf_counter() - t0
-    load_or_build(cfg.model.testbed_config(), log=ctx.log)  # from the cache now (or built here if that failed)
+    load_or_build(_testbed_config(ctx), log=ctx.log)  # from the cache now (or built here if that failed)
     cmd = [sys.executable, "-m", "stare.cli", "train", str(config), *over]
     t0 = time.perf_counter()
     with open(ctx.out / "log.txt", "w") as log:
@@ -199,12 +210,11 @@ def section_rollout(ctx) -> dict:
     import _shapes
     from stare.tasks.testbed import AdditionTask
     from stare.train.base_model import load_or_build
-    from stare.train.config import load_config
 
-    cfg = load_config(ROOT / "stare" / "configs" / "testbed.yaml", _testbed_overrides(ctx))
     ctx.wait_for_build()
-    tb_model, tok = load_or_build(cfg.model.testbed_config(), log=ctx.log)
-    task = AdditionTask(cfg.model.testbed_config())
+    tb_cfg = _testbed_config(ctx)
+    tb_model, tok = load_or_build(tb_cfg, log=ctx.log)
+    task = AdditionTask(tb_cfg)
     n_prompts, n = (4, 2) if ctx.smoke else (16, 8)
     tb_prompts = [[tok.bos_token_id] + tok(e.prompt, add_special_tokens=False).input_ids
                   for e in task.examples("test")[:n_prompts] for _ in range(n)]
@@ -268,9 +278,9 @@ class Context:
 
     def start_build(self) -> None:
         """Build (or find) the testbed base model in a background process: CPU work, overlapping the GPU sections."""
-        from stare.train.config import load_config
+        import dataclasses
 
-        tb = load_config(ROOT / "stare" / "configs" / "testbed.yaml", _testbed_overrides(self)).model.testbed
+        tb = dataclasses.asdict(_testbed_config(self))
         code = ("import json, sys, time; from stare.train.base_model import load_or_build; "
                 "from stare.tasks.testbed import TestbedConfig; t = time.perf_counter(); "
                 f"load_or_build(TestbedConfig(**json.loads(sys.argv[1])), log=None); print(time.perf_counter() - t)")
@@ -314,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output folder (gpu_check.json, summary.txt, ...)")
     ap.add_argument("--cpu-smoke", action="store_true", help="reduced sizes on the CPU (the test of this script)")
     ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
-    ap.add_argument("--budget-s", type=float, default=None, help="total time budget (default 450 s, smoke 150 s)")
+    ap.add_argument("--budget-s", type=float, default=None, help="total time budget (default 450 s, smoke 240 s)")
     ap.add_argument("--scratch", default=None, help="folder for model folders and the testbed cache (default: a "
                     "temporary folder, removed at the end)")
     args = ap.parse_args(argv)
@@ -329,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(args.scratch) if args.scratch else Path(tempfile.mkdtemp(prefix="stare-gpu-check-"))
-    ctx = Context(out, device, args.cpu_smoke, args.budget_s or (150.0 if args.cpu_smoke else 450.0), scratch)
+    ctx = Context(out, device, args.cpu_smoke, args.budget_s or (240.0 if args.cpu_smoke else 450.0), scratch)
     if "testbed" in args.sections or "rollout" in args.sections:
         ctx.start_build()
     result = {"mode": "cpu-smoke" if args.cpu_smoke else "gpu", "started": time.strftime("%Y-%m-%d %H:%M:%S"),

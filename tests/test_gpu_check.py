@@ -15,7 +15,7 @@ def test_gpu_check_cpu_smoke(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "STARE_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--cpu-smoke", "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=400)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads((out / "gpu_check.json").read_text())
     assert result["mode"] == "cpu-smoke" and result["errors"] == {}
