@@ -11,7 +11,8 @@ core benchmark's batch (benchmarks/bench_core.py: N = 8192 tokens, d = 512, V = 
    (verl's entropy_from_logits) and -sum exp(log_softmax) log_softmax (TRL's).
 2. Speed: tokens/s of forward and forward+backward (gradients w.r.t. hidden and head), median of
    interleaved repeats, as a share of the matmul bound: the LM-head matmul alone in the same dtype
-   (one matmul forward; forward plus its two backward matmuls for forward+backward).
+   (one matmul forward; forward plus its two backward matmuls for forward+backward). On the CPU also the
+   same ratio in process CPU time, which waiting for a core on a shared machine does not inflate.
 3. Peak extra memory of one run: on the CPU in a fresh process, the resident-set high-water mark (VmHWM
    reset after the inputs exist); on CUDA the allocator's peak (``torch.cuda.max_memory_allocated``).
 
@@ -121,19 +122,24 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_interleaved(fns: dict, repeats: int, device: str) -> dict[str, float]:
-    """Median seconds per call; calls interleaved so that load changes hit every variant alike."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
+def time_interleaved(fns: dict, repeats: int, device: str) -> dict[str, dict[str, float]]:
+    """Median wall seconds and median process CPU seconds per call; calls interleaved so that load changes
+    hit every variant alike. CPU time (all threads of this process) does not count time spent waiting for
+    a core, so on a shared machine it is the steadier figure; wall time is what a user waits."""
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():  # warm-up
         fn()
     for _ in range(repeats):
         for name, fn in fns.items():
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             _sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return {"wall": {k: statistics.median(v) for k, v in wall.items()},
+            "cpu": {k: statistics.median(v) for k, v in cpu.items()}}
 
 
 def _rss_kib(field: str) -> int:
@@ -219,9 +225,12 @@ def measure(args, dtype_name: str, log=print) -> dict:
 
         fns = {v: (lambda v=v: (reset(), run(v, impls, hidden, weight, targets, backward)))
                for v in variants + extra + ["matmul"]}
-        t = time_interleaved(fns, args.repeats, args.device)
+        timed = time_interleaved(fns, args.repeats, args.device)
+        t, c = timed["wall"], timed["cpu"]
         res["tokens_per_s"][key] = {k: args.n / s for k, s in t.items()}
         res["bound_ratio"][key] = {k: t["matmul"] / s for k, s in t.items() if k != "matmul"}
+        if args.device == "cpu":
+            res.setdefault("bound_ratio_cpu_time", {})[key] = {k: c["matmul"] / s for k, s in c.items() if k != "matmul"}
 
     if not args.no_memory:
         for backward in (False, True):
@@ -238,7 +247,9 @@ def print_tables(res: dict, out=print) -> None:
     out("| | before | after |")
     out("|---|---|---|")
     for key in ("fwd", "fwd+bwd"):
-        out(f"| {key} / matmul bound | {br[key]['before']:.2f} | {br[key]['after']:.2f} |")
+        out(f"| {key} / matmul bound (wall time) | {br[key]['before']:.2f} | {br[key]['after']:.2f} |")
+    for key, r in res.get("bound_ratio_cpu_time", {}).items():
+        out(f"| {key} / matmul bound (process CPU time) | {r['before']:.2f} | {r['after']:.2f} |")
     for key in ("fwd", "fwd+bwd"):
         out(f"| {key} tokens/s (bound {tps[key]['matmul']:.0f}) | {tps[key]['before']:.0f} | {tps[key]['after']:.0f} |")
     for key in ("fwd", "fwd+bwd"):
