@@ -1,7 +1,7 @@
 """The GPU check: one script, a few minutes on one GPU, everything written under an output folder.
 
-    bash benchmarks/gpu_check.sh --out "$OUT"            # on a CUDA machine (about 5 minutes on one H200)
-    bash benchmarks/gpu_check.sh --cpu-smoke --out DIR   # reduced, on the CPU (tests/test_gpu_check.py, < 60 s)
+    bash benchmarks/gpu_check.sh --out "$OUT"            # on a CUDA machine (sized for ~5 minutes on one H200)
+    bash benchmarks/gpu_check.sh --cpu-smoke --out DIR   # reduced, on the CPU (tests/test_gpu_check.py, ~17 CPU-s)
 
 Sections, under one time budget (450 s; a section that would overrun it is cut short and says so); a
 section that fails or lacks a module is recorded with the reason and the others still run:

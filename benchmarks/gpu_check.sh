@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check in one command: token statistics vs the matmul bound (and Liger), a 20-step testbed run on
-# CUDA, rollout tokens/s (HF generate; vLLM if installed). About 5 minutes on one H200, at most 8.
+# CUDA, rollout tokens/s (HF generate; vLLM if installed). At most 8 minutes (timeout); sized for ~5 on one H200.
 #
 #   bash benchmarks/gpu_check.sh --out "$OUT"              # on the GPU machine, from the source tree
 #   bash benchmarks/gpu_check.sh --cpu-smoke --out /tmp/x  # reduced, on the CPU (what the tests run)

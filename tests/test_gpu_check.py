@@ -1,5 +1,5 @@
 """benchmarks/gpu_check.sh in its reduced CPU mode (--cpu-smoke): every section runs and writes its figures
-(the same code paths as on a GPU, at toy sizes). About 15 s on 2 idle cores."""
+(the same code paths as on a GPU, at toy sizes). About 17 s of CPU time."""
 
 import json
 import math
