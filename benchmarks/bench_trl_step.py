@@ -197,6 +197,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--random", action="store_true", help="a SmolLM2-135M-shaped model with random weights")
+    ap.add_argument("--trl-first", action="store_true", help="run TRL before stare (both orders bound the drift of a shared machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
@@ -215,10 +216,13 @@ def main() -> None:
         model_dir, model_name = str(smollm2_path()), "SmolLM2-135M-Instruct (Q4_1 GGUF dequantised)"
     import trl
 
-    results = {"stare": run_stare(model_dir, args.steps, args.threads, scratch),
-               "trl": run_trl(model_dir, args.steps, args.threads, scratch)}
+    results = {}
+    for name in (("trl", "stare") if args.trl_first else ("stare", "trl")):  # the order shows drift under load
+        results[name] = (run_trl if name == "trl" else run_stare)(model_dir, args.steps, args.threads, scratch)
+    results = {k: results[k] for k in ("stare", "trl")}
     print(f"# one GRPO step, stare vs TRL {trl.__version__}: {model_name}, fp32, CPU, {args.threads} threads, "
           f"{PROMPTS} prompts x {N} samples x <= {NEW_TOKENS} new tokens, {args.steps} steps each, "
+          f"{'TRL' if args.trl_first else 'stare'} first, "
           f"load average %.1f" % os.getloadavg()[0])
     print("\n| trainer | step 1 s (warm-up) | median later steps s | rollout (generate) | scoring | old pass | update |")
     print("|---|---|---|---|---|---|---|")
