@@ -148,7 +148,7 @@ def section_testbed(ctx) -> dict:
     if proc.returncode != 0:
         tail = (ctx.out / "log.txt").read_text().strip().splitlines()[-3:]
         raise RuntimeError(f"stare train exited {proc.returncode}: {' | '.join(tail)}")
-    from stare.train.logging import read_metrics
+    from stare.report.runs import read_metrics
 
     recs = read_metrics(ctx.out / "testbed" / "metrics.jsonl")
 
