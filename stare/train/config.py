@@ -83,6 +83,13 @@ class RolloutConfig(_Section):
     max_gen_rounds: int = Field(10, description="regeneration rounds before giving up (DAPO scripts: 10; <= 0: "
                                 "unlimited)")
     batch_size: int | None = Field(None, description="sequences per generate() call (None: all at once)")
+    backend: Literal["hf", "vllm"] = Field("hf", description="rollout engine: Hugging Face generate, or vLLM in "
+                                           "this process with the trainer's weights synced after each update "
+                                           "(stare.train.vllm_backend; docs/speed.md)")
+    vllm_gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="vLLM's share of the GPU "
+                                                      "memory (None: 0.3, the rest left to training)")
+    vllm_kv_cache_gib: float | None = Field(None, gt=0, description="vLLM's KV cache in GiB (None: 1 GiB on the "
+                                            "CPU build, the memory share on a GPU)")
 
 
 class RewardConfig(_Section):
@@ -164,6 +171,9 @@ class TrainerConfig(_Section):
     resume: bool = Field(True, description="resume from the newest checkpoint in output_dir")
     max_consecutive_skips: int = Field(5, gt=0, description="abort after this many non-finite steps in a row")
     threads: int | None = Field(None, description="torch CPU threads (None: torch default)")
+    export: Literal["none", "merged", "adapter"] = Field("none", description="at the end of the run, write the "
+                                                         "final checkpoint as a Hugging Face model folder under "
+                                                         "output_dir/export/ (LoRA merged, or as an adapter)")
 
 
 class Config(_Section):

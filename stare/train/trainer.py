@@ -48,7 +48,7 @@ from .config import Config, dump_config
 from .diagnostics import StepDiagnostics, reflection_stats, write_token_dump
 from .evaluate import summarize_by_source
 from .logging import MetricsLogger
-from .rollout import HFBackend, TrainerSampler, default_rollout
+from .rollout import TrainerSampler, default_rollout, make_backend
 from .tasks import encode_prompt, make_task
 
 __all__ = ["OldPass", "StepBatch", "Trainer", "TrainingAborted", "load_model"]
@@ -141,8 +141,6 @@ class Trainer:
         self.test_examples = list(self.task.examples("test"))
         self.model, self.tokenizer = load_model(cfg, log)
         self.device = next(self.model.parameters()).device
-        self.backend = HFBackend(self.model, self.tokenizer, batch_size=cfg.rollout.batch_size)
-        self.sampler = TrainerSampler(self.backend, tool_env_of(self.task))
         r, rw = cfg.rollout, cfg.reward
         self.overlong = OverlongConfig(max_len=r.max_new_tokens, cache_len=rw.overlong_buffer or max(1, r.max_new_tokens // 5),
                                        penalty_factor=rw.overlong_penalty, soft_punishment=rw.overlong_shaping,
@@ -190,6 +188,9 @@ class Trainer:
                 self.controller.load_state_dict(state["controller"])
             self.resume_step = self.step_idx
             log(f"resumed from {ckpt.name} (step {self.step_idx})")
+        # the rollout engine, built with the (resumed) weights
+        self.backend = make_backend(cfg, self.model, self.tokenizer)
+        self.sampler = TrainerSampler(self.backend, tool_env_of(self.task))
 
     # ----------------------------------------------------------------------------------------- helpers
 
@@ -416,6 +417,7 @@ class Trainer:
         # 6. update
         t2 = time.perf_counter()
         update = self.update(batch, adv, old, state, on_policy, diag)
+        self.backend.sync_weights(self.model)  # a separate rollout engine takes the updated weights
         metrics["timing_s/update"] = time.perf_counter() - t2
         if diag is not None:
             t3 = time.perf_counter()
@@ -591,6 +593,10 @@ class Trainer:
                         f"The last good checkpoint is in {self.ckpt_dir} (step {self._last_saved()})")
                 if (t.save_every and self.step_idx % t.save_every == 0) or last:
                     self.save()
+            if t.export != "none" and self.step_idx == t.steps:
+                from .export import export_run
+
+                export_run(self.run_dir, adapter=t.export == "adapter", log=self.log)
         finally:
             self.logger.close()
         return history

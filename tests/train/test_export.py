@@ -147,3 +147,22 @@ def test_errors_are_one_clear_line(full_run, lora_run, tmp_path, capsys, monkeyp
         push_to_hub(tmp_path / "pushed", "someone/model")
     assert cli(["export", str(tmp_path / "nowhere")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_export_at_the_end_of_a_run(tmp_path):
+    tr, run = _train(tmp_path, trainer={"export": "merged"}, optim={"lr": 0.05})
+    folder = run / "export" / "global_step_2"
+    exported = AutoModelForCausalLM.from_pretrained(folder)
+    assert torch.equal(_logits(exported), _logits(tr.model))  # the trained model, as a Hugging Face folder
+    assert AutoTokenizer.from_pretrained(folder).eos_token_id == tr.tokenizer.eos_token_id
+
+
+def test_vllm_backend_without_vllm_is_a_one_line_error(tmp_path):
+    pytest.importorskip("transformers")
+    try:
+        import vllm  # noqa: F401
+        pytest.skip("vLLM is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(ImportError, match="rollout.backend=vllm"):
+        Trainer(load_config(None, tiny_overrides(tmp_path, rollout={"backend": "vllm"})), log=lambda m: None)

@@ -228,3 +228,21 @@ def test_lora_model_sync(testbed):
         assert _max_gap(_hf_log_probs(model, ctx, gens, 1.0), [x.log_probs for x in gens]) > 1e-2  # not the base
     finally:
         be.close()
+
+
+def test_the_trainer_rolls_out_with_vllm_and_syncs_after_each_update(tmp_path):
+    pytest.importorskip("vllm")
+    from conftest import tiny_overrides
+
+    from stare.train.config import load_config
+    from stare.train.trainer import Trainer
+
+    over = tiny_overrides(tmp_path, rollout={"backend": "vllm"}, logging={"tensorboard": False},
+                          trainer={"steps": 2}, model={"testbed": dict(TESTBED)})  # vLLM's CPU attention: head_dim >= 32
+    tr = Trainer(load_config(None, over), log=lambda m: None)
+    assert tr.backend.syncs == 1  # built with the model's weights
+    history = tr.train()
+    assert tr.backend.syncs == 3  # and synced after each of the two updates
+    for rec in history:
+        # the sampler's probabilities (vLLM) against the trainer's old pass: the same policy
+        assert rec["training/rollout_probs_diff_mean"] < 1e-3, rec["training/rollout_probs_diff_mean"]
