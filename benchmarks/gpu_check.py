@@ -283,7 +283,7 @@ class Context:
         tb = dataclasses.asdict(_testbed_config(self))
         code = ("import json, sys, time; from stare.env.testbed import load_or_build; "
                 "from stare.env.testbed import TestbedConfig; t = time.perf_counter(); "
-                f"load_or_build(TestbedConfig(**json.loads(sys.argv[1])), log=None); print(time.perf_counter() - t)")
+                "load_or_build(TestbedConfig(**json.loads(sys.argv[1])), log=None); print(time.perf_counter() - t)")
         self._build_log = open(self.out / "build_log.txt", "w")
         proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(tb)], stdout=subprocess.PIPE,
                                 stderr=self._build_log, env=self.env, cwd=ROOT, text=True)

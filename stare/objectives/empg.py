@@ -29,7 +29,7 @@ It needs the stare trainer: the verl and TRL plug-ins refuse it (they have no ad
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -38,9 +38,8 @@ from ..inert import warn_inert
 from .contract import ClipParams, StepData, Terms, clip_inert_knobs
 from .ppo import ppo_terms
 from .registry import Objective, register_objective
-from .step_monitor import StepMonitor
 
-__all__ = ["EmpgMonitor", "EmpgParams", "empg_advantages", "empg_step_advantages", "empg_terms"]
+__all__ = ["EmpgParams", "empg_advantages", "empg_step_advantages", "empg_terms"]
 
 EPS = 1e-8  # the project page's epsilon in Hn and in g's normaliser
 
@@ -123,26 +122,15 @@ def _compute(data: StepData, p: EmpgParams) -> tuple[Tensor, dict[str, float]]:
                            center=p.center)
 
 
-def empg_step_advantages(data: StepData, p: EmpgParams, state) -> Tensor:
-    """The advantage hook: EMPG's per-token advantages for the whole step."""
+def empg_step_advantages(data: StepData, p: EmpgParams, state) -> tuple[Tensor, dict[str, float]]:
+    """The advantage hook: EMPG's per-token advantages for the whole step, and its diagnostics (logged)."""
     data.require("empg", "advantages", "old_entropy", "mask")
     adv, diag = _compute(data, p)
     if p.clarity_bonus != 0 and diag.get("empg/steps_per_trajectory_max", 0.0) <= 1:
         warn_inert("empg.clarity_bonus", f"[empg] clarity_bonus={p.clarity_bonus} (and clarity_k={p.clarity_k}) has no "
                    "effect: every trajectory of this step is a single step (single-turn responses, or no segment_ids); "
                    "the bonus credits a step with the clarity of the next step of the same trajectory")
-    return adv
-
-
-@dataclass
-class EmpgMonitor(StepMonitor):
-    """Logs the step count, the range of step entropies and of the confidence scaling g, and the bonus."""
-
-    params: EmpgParams = field(default_factory=EmpgParams)
-    reads = ("advantages", "old_entropy", "mask")
-
-    def measure(self, data: StepData) -> dict[str, float]:
-        return _compute(data, self.params)[1]
+    return adv, diag
 
 
 def empg_terms(batch, view, p: EmpgParams, state, plan) -> Terms:
@@ -151,6 +139,6 @@ def empg_terms(batch, view, p: EmpgParams, state, plan) -> Terms:
 
 
 EMPG = register_objective(Objective(
-    "empg", params=EmpgParams, terms=empg_terms, controller=EmpgMonitor, advantages=empg_step_advantages,
+    "empg", params=EmpgParams, terms=empg_terms, advantages=empg_step_advantages,
     acts_at=("ADV",), inert_on_policy=clip_inert_knobs,
 ))

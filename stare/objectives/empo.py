@@ -23,16 +23,15 @@ groups whose answers all differ. It needs the stare trainer: the verl and TRL pl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .answer_clusters import cluster_entropy, cluster_ids, cluster_sizes
 from .contract import ClipParams, StepData, Terms, clip_inert_knobs
 from .ppo import ppo_terms
 from .registry import Objective, register_objective
-from .step_monitor import StepMonitor
 
-__all__ = ["EmpoMonitor", "EmpoParams", "semantic_cluster_rewards"]
+__all__ = ["empo_step_metrics", "EmpoParams", "semantic_cluster_rewards"]
 
 
 @dataclass(frozen=True)
@@ -56,24 +55,20 @@ def semantic_cluster_rewards(preds: Sequence[str | None], texts: Sequence[str] =
     return [0.0 if i is None else sizes[i] / g for i in ids]
 
 
-@dataclass
-class EmpoMonitor(StepMonitor):
+def empo_step_metrics(data: StepData, p: EmpoParams, state) -> dict[str, float]:
     """Logs the mean semantic entropy of the groups and the share whose answers all differ."""
-
-    params: EmpoParams = field(default_factory=EmpoParams)
-    reads = ("group_ids", "preds")
-
-    def measure(self, data: StepData) -> dict[str, float]:
-        groups: dict[int, list] = {}
-        for g, pred in zip(data.group_ids.tolist(), data.preds):
-            groups.setdefault(int(g), []).append(pred)
-        entropies, distinct = [], []
-        for preds in groups.values():
-            ids = cluster_ids(preds)
-            entropies.append(cluster_entropy(ids))
-            distinct.append(float(max(cluster_sizes(ids), default=0) < 2))
-        return {"empo/semantic_entropy_mean": sum(entropies) / len(entropies),
-                "empo/all_distinct_group_frac": sum(distinct) / len(distinct)}
+    if not data.preds or data.group_ids is None:
+        return {}
+    groups: dict[int, list] = {}
+    for g, pred in zip(data.group_ids.tolist(), data.preds):
+        groups.setdefault(int(g), []).append(pred)
+    entropies, distinct = [], []
+    for preds in groups.values():
+        ids = cluster_ids(preds)
+        entropies.append(cluster_entropy(ids))
+        distinct.append(float(max(cluster_sizes(ids), default=0) < 2))
+    return {"empo/semantic_entropy_mean": sum(entropies) / len(entropies),
+            "empo/all_distinct_group_frac": sum(distinct) / len(distinct)}
 
 
 def empo_terms(batch, view, p: EmpoParams, state, plan) -> Terms:
@@ -82,6 +77,6 @@ def empo_terms(batch, view, p: EmpoParams, state, plan) -> Terms:
 
 
 EMPO = register_objective(Objective(
-    "empo", params=EmpoParams, terms=empo_terms, controller=EmpoMonitor, group_rewards=semantic_cluster_rewards,
+    "empo", params=EmpoParams, terms=empo_terms, group_rewards=semantic_cluster_rewards, step_metrics=empo_step_metrics,
     acts_at=("LOSS",), inert_on_policy=clip_inert_knobs,
 ))

@@ -40,7 +40,7 @@ stare trainer: the verl and TRL plug-ins refuse it (no advantage hook).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -50,9 +50,8 @@ from ..checks import check_choice
 from .contract import ClipParams, StepData, Terms, clip_inert_knobs
 from .ppo import ppo_terms
 from .registry import Objective, register_objective
-from .step_monitor import StepMonitor
 
-__all__ = ["GrpoSParams", "GtpoMonitor", "GtpoParams", "grpo_s_advantages", "gtpo_advantages", "gtpo_step_advantages"]
+__all__ = ["GrpoSParams", "gtpo_step_metrics", "GtpoParams", "grpo_s_advantages", "gtpo_advantages", "gtpo_step_advantages"]
 
 NORMALIZATIONS = ("zero_filled", "within_set")
 
@@ -185,25 +184,20 @@ def gtpo_step_advantages(data: StepData, p: GtpoParams, state) -> Tensor:
     return _compute(data, p)
 
 
-@dataclass
-class GtpoMonitor(StepMonitor):
-    """Logs the share of loss tokens in O+ and the spread the entropy shaping adds within responses."""
-
-    params: GtpoParams = field(default_factory=GtpoParams)
-    reads = ("rewards", "group_ids", "old_entropy", "mask")
-
-    def measure(self, data: StepData) -> dict[str, float]:
-        name = "grpo_s" if isinstance(self.params, GrpoSParams) else "gtpo"
-        adv = _compute(data, self.params)
-        m = data.mask.bool()
-        pos = (data.rewards.to(m.device) > self.params.positive_threshold).unsqueeze(1) & m
-        out = {f"{name}/pos_token_frac": float(pos.sum()) / max(1, int(m.sum()))}
-        if adv.dim() == 2 and bool(m.any()):
-            hi = torch.where(m, adv, -torch.inf).amax(-1)
-            lo = torch.where(m, adv, torch.inf).amin(-1)
-            rows = m.any(-1)
-            out[f"{name}/adv_spread_mean"] = float((hi - lo)[rows].mean())  # within-response range of A
-        return out
+def gtpo_step_metrics(data: StepData, p: GtpoParams, state) -> dict[str, float]:
+    """The share of loss tokens in O+ and, for GTPO, the spread the entropy shaping adds within responses
+    (the range of each response's token advantages, averaged)."""
+    name = "grpo_s" if isinstance(p, GrpoSParams) else "gtpo"
+    adv, m = data.advantages, data.mask.bool()
+    pos = (data.rewards.to(m.device) > p.positive_threshold).unsqueeze(1) & m
+    out = {f"{name}/pos_token_frac": float(pos.sum()) / max(1, int(m.sum()))}
+    if adv.dim() == 2 and bool(m.any()):
+        adv = adv[:, : m.shape[1]].to(m.device)
+        hi = torch.where(m, adv, -torch.inf).amax(-1)
+        lo = torch.where(m, adv, torch.inf).amin(-1)
+        rows = m.any(-1)
+        out[f"{name}/adv_spread_mean"] = float((hi - lo)[rows].mean())
+    return out
 
 
 def gtpo_terms(batch, view, p: GtpoParams, state, plan) -> Terms:
@@ -217,10 +211,10 @@ def grpo_s_terms(batch, view, p: GrpoSParams, state, plan) -> Terms:
 
 
 GTPO = register_objective(Objective(
-    "gtpo", params=GtpoParams, terms=gtpo_terms, controller=GtpoMonitor, advantages=gtpo_step_advantages,
+    "gtpo", params=GtpoParams, terms=gtpo_terms, advantages=gtpo_step_advantages, step_metrics=gtpo_step_metrics,
     acts_at=("ADV",), inert_on_policy=clip_inert_knobs,
 ))
 GRPO_S = register_objective(Objective(
-    "grpo_s", params=GrpoSParams, terms=grpo_s_terms, controller=GtpoMonitor, advantages=gtpo_step_advantages,
+    "grpo_s", params=GrpoSParams, terms=grpo_s_terms, advantages=gtpo_step_advantages, step_metrics=gtpo_step_metrics,
     acts_at=("ADV",), inert_on_policy=clip_inert_knobs,
 ))

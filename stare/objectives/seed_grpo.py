@@ -22,7 +22,7 @@ hook).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -33,9 +33,8 @@ from .answer_clusters import cluster_entropy, cluster_ids
 from .contract import ClipParams, StepData, Terms, clip_inert_knobs
 from .ppo import ppo_terms
 from .registry import Objective, register_objective
-from .step_monitor import StepMonitor
 
-__all__ = ["SeedGrpoMonitor", "SeedGrpoParams", "semantic_entropy_scales", "seed_grpo_advantages"]
+__all__ = ["SeedGrpoParams", "semantic_entropy_scales", "seed_grpo_advantages"]
 
 SHAPES = ("linear", "exp")
 
@@ -74,23 +73,13 @@ def semantic_entropy_scales(preds, group_ids: Tensor, alpha: float = 1.0,
     return scale, se
 
 
-def seed_grpo_advantages(data: StepData, p: SeedGrpoParams, state) -> Tensor:
-    """The advantage hook: the default advantages scaled per group by f(alpha SE / log G)."""
+def seed_grpo_advantages(data: StepData, p: SeedGrpoParams, state) -> tuple[Tensor, dict[str, float]]:
+    """The advantage hook: the default advantages scaled per group by f(alpha SE / log G), and the step's
+    mean semantic entropy and mean scale (logged)."""
     data.require("seed_grpo", "advantages", "group_ids", "preds")
-    scale, _ = semantic_entropy_scales(data.preds, data.group_ids, p.alpha, p.modulation)
-    return data.advantages * scale.to(data.advantages.device, data.advantages.dtype)
-
-
-@dataclass
-class SeedGrpoMonitor(StepMonitor):
-    """Logs the mean semantic entropy of the step's groups and the mean scale of their advantages."""
-
-    params: SeedGrpoParams = field(default_factory=SeedGrpoParams)
-    reads = ("group_ids", "preds")
-
-    def measure(self, data: StepData) -> dict[str, float]:
-        scale, se = semantic_entropy_scales(data.preds, data.group_ids, self.params.alpha, self.params.modulation)
-        return {"seed_grpo/semantic_entropy_mean": float(se.mean()), "seed_grpo/scale_mean": float(scale.mean())}
+    scale, se = semantic_entropy_scales(data.preds, data.group_ids, p.alpha, p.modulation)
+    metrics = {"seed_grpo/semantic_entropy_mean": float(se.mean()), "seed_grpo/scale_mean": float(scale.mean())}
+    return data.advantages * scale.to(data.advantages.device, data.advantages.dtype), metrics
 
 
 def seed_grpo_terms(batch, view, p: SeedGrpoParams, state, plan) -> Terms:
@@ -99,6 +88,5 @@ def seed_grpo_terms(batch, view, p: SeedGrpoParams, state, plan) -> Terms:
 
 
 SEED_GRPO = register_objective(Objective(
-    "seed_grpo", params=SeedGrpoParams, terms=seed_grpo_terms, controller=SeedGrpoMonitor,
-    advantages=seed_grpo_advantages, acts_at=("ADV",), inert_on_policy=clip_inert_knobs,
+    "seed_grpo", params=SeedGrpoParams, terms=seed_grpo_terms, advantages=seed_grpo_advantages, acts_at=("ADV",), inert_on_policy=clip_inert_knobs,
 ))

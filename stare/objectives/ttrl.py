@@ -29,7 +29,7 @@ trainer: the verl and TRL plug-ins refuse it (group rewards, rollout and advanta
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -40,9 +40,8 @@ from .answer_clusters import answer_key
 from .contract import ClipParams, RolloutRequest, RolloutRow, StepData, Terms, clip_inert_knobs
 from .ppo import ppo_terms
 from .registry import Objective, register_objective
-from .step_monitor import StepMonitor
 
-__all__ = ["TtrlMonitor", "TtrlParams", "majority_vote_rewards", "ttrl_advantages", "ttrl_rollout"]
+__all__ = ["ttrl_step_metrics", "TtrlParams", "majority_vote_rewards", "ttrl_advantages", "ttrl_rollout"]
 
 VOTE_ONLY = "ttrl_vote_only"
 
@@ -106,25 +105,21 @@ def ttrl_advantages(data: StepData, p: TtrlParams, state) -> Tensor:
     return out
 
 
-@dataclass
-class TtrlMonitor(StepMonitor):
+def ttrl_step_metrics(data: StepData, p: TtrlParams, state) -> dict[str, float]:
     """Logs the majority share and, where the verifier knows the truth, how good the pseudo-labels are:
     ``ttrl/label_accuracy`` (groups whose majority answer is correct), ``ttrl/reward_accuracy`` (rows
     whose reward equals their verifier accuracy)."""
-
-    params: TtrlParams = field(default_factory=TtrlParams)
-    reads = ("rewards", "acc", "group_ids")
-
-    def measure(self, data: StepData) -> dict[str, float]:
-        rewards, acc, groups = data.rewards.cpu(), data.acc.cpu(), data.group_ids.cpu()
-        shares, right = [], []
-        for g in groups.unique():
-            members = groups == g
-            winners = members & (rewards > 0)
-            shares.append(float(winners.sum()) / float(members.sum()))
-            right.append(float(bool(winners.any()) and float(acc[winners].min()) == 1.0))
-        return {"ttrl/majority_ratio": sum(shares) / len(shares), "ttrl/label_accuracy": sum(right) / len(right),
-                "ttrl/reward_accuracy": float((rewards == acc).float().mean())}
+    if data.rewards is None or data.acc is None or data.group_ids is None:
+        return {}
+    rewards, acc, groups = data.rewards.cpu(), data.acc.cpu(), data.group_ids.cpu()
+    shares, right = [], []
+    for g in groups.unique():
+        members = groups == g
+        winners = members & (rewards > 0)
+        shares.append(float(winners.sum()) / float(members.sum()))
+        right.append(float(bool(winners.any()) and float(acc[winners].min()) == 1.0))
+    return {"ttrl/majority_ratio": sum(shares) / len(shares), "ttrl/label_accuracy": sum(right) / len(right),
+            "ttrl/reward_accuracy": float((rewards == acc).float().mean())}
 
 
 def ttrl_terms(batch, view, p: TtrlParams, state, plan) -> Terms:
@@ -133,6 +128,7 @@ def ttrl_terms(batch, view, p: TtrlParams, state, plan) -> Terms:
 
 
 TTRL = register_objective(Objective(
-    "ttrl", params=TtrlParams, terms=ttrl_terms, controller=TtrlMonitor, group_rewards=majority_vote_rewards,
-    rollout=ttrl_rollout, advantages=ttrl_advantages, acts_at=("LOSS",), inert_on_policy=clip_inert_knobs,
+    "ttrl", params=TtrlParams, terms=ttrl_terms, group_rewards=majority_vote_rewards,
+    rollout=ttrl_rollout, advantages=ttrl_advantages, step_metrics=ttrl_step_metrics,
+    acts_at=("LOSS",), inert_on_policy=clip_inert_knobs,
 ))

@@ -42,6 +42,7 @@ from ..env.overlong import OverlongConfig
 from ..lm import PackedBatch, pack, response_stats
 from ..metrics import StatAccumulator
 from ..objectives import PolicyBatch, RolloutRequest, StepData, fit_plan, get_objective, make_controller, make_params, policy_loss
+from ..objectives.contract import split_metrics
 from ..surrogate import LossNormalizer
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, dump_config
@@ -393,8 +394,10 @@ class Trainer:
             old_entropy=old.entropy, advantages=self.default_advantages(batch.rewards, batch.group_ids),
             aux={**_trim(batch.aux, m.shape[1]), **old.aux}, texts=batch.texts, preds=batch.preds)
         if obj.shape_rewards is not None:
-            rewards = obj.shape_rewards(data, self.params, self._state()).detach().to(torch.float32).cpu()
+            rewards, shaping_metrics = split_metrics(obj.shape_rewards(data, self.params, self._state()))
+            rewards = rewards.detach().to(torch.float32).cpu()
             data = dataclasses.replace(data, rewards=rewards, advantages=self.default_advantages(rewards, batch.group_ids))
+            metrics.update(shaping_metrics)
         metrics["actor/entropy"] = data.batch_entropy
 
         # 4. controller, same step
@@ -402,8 +405,14 @@ class Trainer:
             self.controller.update(data)
         state = self._state()
 
-        # 5. advantages
-        adv = data.advantages if obj.advantages is None else obj.advantages(data, self.params, state).to(self.device)
+        # 5. advantages (and what the method reports about its step)
+        adv = data.advantages
+        if obj.advantages is not None:
+            adv, advantage_metrics = split_metrics(obj.advantages(data, self.params, state))
+            adv = adv.to(self.device)
+            metrics.update(advantage_metrics)
+        if obj.step_metrics is not None:
+            metrics.update(obj.step_metrics(dataclasses.replace(data, advantages=adv), self.params, state))
 
         # diagnostics (off by default): sensitivity and quadrants before the update, realised change after
         d = cfg.diagnostics

@@ -27,7 +27,7 @@ verl = pytest.importorskip(
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, get_policy_loss_fn  # noqa: E402
 from verl.workers.config import FSDPActorConfig  # noqa: E402
 
-from stare import LossNormalizer, PolicyBatch, StatAccumulator, fit_plan, policy_loss  # noqa: E402
+from stare import LossNormalizer, PolicyBatch, StatAccumulator, policy_loss  # noqa: E402
 from stare.integrations.verl import (  # noqa: E402
     VERL_LOSS_NAMES,
     StarePolicyLossConfig,

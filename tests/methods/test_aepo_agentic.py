@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stare import PolicyBatch, policy_loss
-from stare.objectives import Generation, RolloutRequest, RolloutRow
+from stare.objectives import RolloutRequest, RolloutRow
 from stare.objectives.aepo_agentic import AepoParams, EntropyProbe, aepo_fit, aepo_rollout, entropy_factor
 from stare.surrogate import clipped_surrogate, gradient_preserving_surrogate
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from stare import InertKnobWarning, StepData, make_controller
+from stare import InertKnobWarning, StepData
 from stare.advantages import grpo_advantages
 from stare.objectives.empg import EmpgParams, empg_advantages, empg_step_advantages
 
@@ -90,13 +90,11 @@ def test_hook_warns_that_the_bonus_is_inert_on_single_turn_data():
     adv, ent, mask = single_turn()
     data = StepData(batch_entropy=1.0, advantages=adv, old_entropy=ent, mask=mask)
     with pytest.warns(InertKnobWarning, match="clarity_bonus"):
-        out = empg_step_advantages(data, EmpgParams(), {})
+        out, metrics = empg_step_advantages(data, EmpgParams(), {})
     torch.testing.assert_close(out, empg_advantages(adv, ent, mask)[0])
-    monitor = make_controller("empg")
-    monitor.update(data)
-    assert monitor.metrics()["empg/steps"] == 3 and monitor.state() == {}
-    monitor.update(StepData(batch_entropy=1.0))  # an engine that fills only the batch entropy: nothing to report
-    assert monitor.metrics() == {}
+    assert metrics["empg/steps"] == 3  # the hook's diagnostics, which the trainer logs with the step
+    with pytest.raises(ValueError, match="old_entropy"):  # an engine that fills only the batch entropy
+        empg_step_advantages(StepData(batch_entropy=1.0), EmpgParams(), {})
 
 
 def test_bad_parameters_name_the_field():

@@ -3,14 +3,16 @@
 zero entropies, groups of one sign, the identity with the token-level group average when the entropy
 weight is 0, and the hook through the trainer's ``StepData``. a1 = 1, a2 = 0.1 unless stated."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from stare import StepData, make_controller
+from stare import StepData
 from stare.advantages import group_advantages
-from stare.objectives.gtpo import GrpoSParams, GtpoParams, grpo_s_advantages, gtpo_advantages, gtpo_step_advantages
+from stare.objectives.gtpo import (GrpoSParams, GtpoParams, grpo_s_advantages, gtpo_advantages, gtpo_step_advantages,
+                                   gtpo_step_metrics)
 from stare.objectives.hapo import token_group_average
 
 # one group of three: two correct responses, one wrong; two tokens each
@@ -111,16 +113,16 @@ def test_grpo_s_response_without_tokens_takes_no_part():
     assert float(out[2]) == 0.0 and float(out[0]) > 0 > float(out[1])
 
 
-def test_hook_and_monitor_through_step_data():
+def test_hook_and_step_metrics_through_step_data():
     data = StepData(batch_entropy=1.0, rewards=REWARDS, group_ids=GROUPS, old_entropy=ENT, mask=MASK)
-    torch.testing.assert_close(gtpo_step_advantages(data, GtpoParams(), {}), gtpo_advantages(REWARDS, GROUPS, ENT, MASK))
+    adv = gtpo_step_advantages(data, GtpoParams(), {})
+    torch.testing.assert_close(adv, gtpo_advantages(REWARDS, GROUPS, ENT, MASK))
     assert gtpo_step_advantages(data, GrpoSParams(), {}).shape == (3,)
-    m = make_controller("gtpo")
-    m.update(data)
-    assert m.metrics()["gtpo/pos_token_frac"] == pytest.approx(4 / 6) and m.metrics()["gtpo/adv_spread_mean"] > 0
-    s = make_controller("grpo_s")
-    s.update(data)
-    assert set(s.metrics()) == {"grpo_s/pos_token_frac"}
+    # the metrics read the step's final advantages (the trainer passes them in StepData.advantages)
+    m = gtpo_step_metrics(dataclasses.replace(data, advantages=adv), GtpoParams(), {})
+    assert m["gtpo/pos_token_frac"] == pytest.approx(4 / 6) and m["gtpo/adv_spread_mean"] > 0
+    seq = gtpo_step_advantages(data, GrpoSParams(), {})
+    assert set(gtpo_step_metrics(dataclasses.replace(data, advantages=seq), GrpoSParams(), {})) == {"grpo_s/pos_token_frac"}
 
 
 def test_bad_parameters_name_the_field():

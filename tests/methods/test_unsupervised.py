@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from stare import StepData, make_controller
+from stare import StepData
 from stare.advantages import group_advantages
 from stare.objectives import RolloutRequest, RolloutRow
 from stare.objectives.answer_clusters import answer_key, cluster_entropy, cluster_ids, cluster_sizes
-from stare.objectives.empo import semantic_cluster_rewards
+from stare.objectives.empo import EmpoParams, empo_step_metrics, semantic_cluster_rewards
 from stare.objectives.seed_grpo import SeedGrpoParams, seed_grpo_advantages, semantic_entropy_scales
-from stare.objectives.ttrl import TtrlParams, majority_vote_rewards, ttrl_advantages, ttrl_rollout
+from stare.objectives.ttrl import TtrlParams, majority_vote_rewards, ttrl_advantages, ttrl_rollout, ttrl_step_metrics
 
 
 @pytest.mark.parametrize("a, b", [
@@ -81,14 +81,12 @@ def test_advantages_over_the_trained_rows_only():
     assert torch.equal(ttrl_advantages(plain, TtrlParams(), {}), plain.advantages)
 
 
-def test_ttrl_monitor():
+def test_ttrl_step_metrics():
     # group 0: majority rows 0, 1 (rewards 1), correct (acc 1); group 1: majority row 2 wrong; row 3 right but no vote
     data = StepData(batch_entropy=0.5, rewards=torch.tensor([1.0, 1.0, 1.0, 0.0]), acc=torch.tensor([1.0, 1.0, 0.0, 1.0]),
                     group_ids=torch.tensor([0, 0, 1, 1]))
-    m = make_controller("ttrl")
-    m.update(data)
-    assert m.metrics() == {"ttrl/majority_ratio": pytest.approx(0.75), "ttrl/label_accuracy": 0.5,
-                           "ttrl/reward_accuracy": 0.5}
+    assert ttrl_step_metrics(data, TtrlParams(), {}) == {"ttrl/majority_ratio": pytest.approx(0.75),
+                                                       "ttrl/label_accuracy": 0.5, "ttrl/reward_accuracy": 0.5}
 
 
 def test_empo_rewards_by_hand():
@@ -103,12 +101,10 @@ def test_empo_rewards_by_hand():
     assert semantic_cluster_rewards([None, None]) == [0, 0] and cluster_entropy([None, None]) == pytest.approx(math.log(2))
 
 
-def test_empo_monitor():
+def test_empo_step_metrics():
     data = StepData(batch_entropy=0.5, group_ids=torch.tensor([0, 0, 1, 1]), preds=["1", "1", "1", "2"])
-    m = make_controller("empo")
-    m.update(data)
-    assert m.metrics() == {"empo/semantic_entropy_mean": pytest.approx(math.log(2) / 2),
-                           "empo/all_distinct_group_frac": 0.5}
+    assert empo_step_metrics(data, EmpoParams(), {}) == {"empo/semantic_entropy_mean": pytest.approx(math.log(2) / 2),
+                                                       "empo/all_distinct_group_frac": 0.5}
 
 
 def test_seed_grpo_scales_by_hand():
@@ -131,11 +127,10 @@ def test_seed_grpo_alpha_zero_is_grpo_and_the_hook_scales_the_defaults():
     groups = torch.zeros(4)
     adv = group_advantages(rewards, groups)
     data = StepData(batch_entropy=0.5, advantages=adv, group_ids=groups, preds=["1", "1", "2", "3"])
-    assert torch.equal(seed_grpo_advantages(data, SeedGrpoParams(alpha=0.0), {}), adv)
-    torch.testing.assert_close(seed_grpo_advantages(data, SeedGrpoParams(), {}), adv * 0.25)
-    m = make_controller("seed_grpo")
-    m.update(data)
-    assert m.metrics()["seed_grpo/scale_mean"] == pytest.approx(0.25)
+    assert torch.equal(seed_grpo_advantages(data, SeedGrpoParams(alpha=0.0), {})[0], adv)
+    scaled, metrics = seed_grpo_advantages(data, SeedGrpoParams(), {})
+    torch.testing.assert_close(scaled, adv * 0.25)
+    assert metrics["seed_grpo/scale_mean"] == pytest.approx(0.25)
 
 
 def test_bad_parameters_name_the_field():

@@ -5,6 +5,7 @@ first-stage responses and their branches, sampled from the configured distributi
 steps per trajectory on a tool task; TTRL's vote-only rows vote but do not train; the verl and TRL
 plug-ins refuse every one of them by name, and run ``hapo_loss``."""
 
+import dataclasses
 import pytest
 import torch
 
@@ -141,8 +142,8 @@ def test_empg_sees_several_steps_per_trajectory_on_a_tool_task(tmp_path, monkeyp
     tr = trainer(tmp_path, "empg", task={"name": "semicolon"}, rollout={"max_new_tokens": 16, "dynamic_sampling": False},
                  trainer={"steps": 1})
     seen = []
-    update = tr.controller.update
-    monkeypatch.setattr(tr.controller, "update", lambda data: (seen.append(data), update(data)))
+    hook = tr.objective.advantages  # record the step the advantage hook sees
+    tr.objective = dataclasses.replace(tr.objective, advantages=lambda data, p, s: (seen.append(data), hook(data, p, s))[1])
     rec = tr.train()[0]
     data = seen[0]
     assert "segment_ids" in data.aux and rec["empg/steps_per_trajectory_max"] >= 2
@@ -155,8 +156,8 @@ def test_ttrl_vote_only_rows_do_not_train(tmp_path, digit_task, monkeypatch):
     tr = trainer(tmp_path, "ttrl", {"votes_per_prompt": 8, "kl_coef": 0.001}, task={"name": "digit"},
                  rollout={"dynamic_sampling": False}, trainer={"steps": 1})
     seen = []
-    update = tr.controller.update
-    monkeypatch.setattr(tr.controller, "update", lambda data: (seen.append(data), update(data)))
+    hook = tr.objective.advantages  # record the step the advantage hook sees
+    tr.objective = dataclasses.replace(tr.objective, advantages=lambda data, p, s: (seen.append(data), hook(data, p, s))[1])
     rec = tr.train()[0]
     data = seen[0]
     only = data.aux["ttrl_vote_only"].amax(-1) > 0

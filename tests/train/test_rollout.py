@@ -3,7 +3,7 @@ tool-output tokens are masked out of the loss, also through the trainer."""
 
 import torch
 
-from stare.env.base import Example, Score
+from stare.env.base import Example
 from stare.train.config import load_config
 from stare.objectives import RolloutRequest
 from stare.train.rollout import HFBackend, TrainerSampler, default_rollout
