@@ -8,7 +8,7 @@ The folder holds ``model.safetensors`` (or, with ``adapter=True``, ``adapter_mod
 ``adapter_config.json``), ``config.json``, the tokenizer, ``generation_config.json`` and
 ``stare_export.json`` (where it came from); ``AutoModelForCausalLM.from_pretrained(folder)`` loads it.
 
-How. The model is rebuilt exactly as the trainer built it (``stare.train.trainer.load_model`` on the
+How. The model is rebuilt exactly as the trainer built it (``stare.train.models.load_model`` on the
 run's ``config.yaml``, model section only, on the CPU): the base model, then the LoRA wrapper when the
 run used one. The checkpoint's trainable weights (``<run>/checkpoints/global_step_N/model.safetensors``,
 stare.train.checkpoint) are copied in by name, every checkpoint tensor must find its parameter. A LoRA
@@ -86,7 +86,7 @@ def _load_trained(cfg, ckpt: Path, log):
     import torch
     from safetensors.torch import load_file
 
-    from .trainer import load_model
+    from .models import load_model
 
     model, tok = load_model(cfg, log=log)
     weights = load_file(ckpt / "model.safetensors")
