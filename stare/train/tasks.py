@@ -61,7 +61,8 @@ def _gym(cfg) -> Task:
     return GymTask(o.pop("names"), **o)
 
 
-_TOOL_OPTIONS = {"train": None, "test": None, "limit": None, "max_turns": 4, "verifier_workers": 2}
+_TOOL_OPTIONS = {"train": None, "test": None, "limit": None, "max_turns": 4, "verifier_workers": 2,
+                 "sandbox_workers": None}
 
 
 def _tool_use(cfg) -> Task:
@@ -72,7 +73,8 @@ def _tool_use(cfg) -> Task:
     if not o["train"]:
         raise ValueError("task 'tool_use' needs task.options.train (a parquet / jsonl file or hub id)")
     return ToolUseMathTask.from_sources(o["train"], o["test"], max_turns=o["max_turns"], limit=o["limit"],
-                                        verifier=MathVerifier(num_workers=o["verifier_workers"]))
+                                        verifier=MathVerifier(num_workers=o["verifier_workers"]),
+                                        sandbox_workers=o["sandbox_workers"])
 
 
 TASKS = {

@@ -33,6 +33,7 @@ import unicodedata
 from typing import Any, Mapping
 
 from ..base import Example
+from ..text import encodable
 from .templates import apply_template, strip_instruction
 
 __all__ = ["DataError", "dedup_key", "row_to_example"]
@@ -171,6 +172,8 @@ def row_to_example(
         skey = fields.get("source") or _first(row, ("data_source", "source"))
         source = row.get(skey) if skey else None
         source = source if isinstance(source, str) and source else default_source
-    messages = _retemplate(prompt, template)
+    # a lone surrogate (a "\ud800" escape in a JSON file) is kept as its escape: tokenizers cannot encode it
+    messages = [{"role": m["role"], "content": encodable(m["content"])} for m in _retemplate(prompt, template)]
+    answer = encodable(answer)
     uid = hashlib.sha1(dedup_key(messages).encode("utf-8")).hexdigest()[:16]
     return Example(prompt=messages, answer=answer, source=str(source), uid=uid, meta=meta)
