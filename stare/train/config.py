@@ -183,7 +183,10 @@ class TrainerConfig(_Section):
     save_every: int = Field(50, ge=0, description="checkpoint period in steps (0: only at the end)")
     keep_last: int = Field(2, gt=0, description="checkpoints kept (verl max_actor_ckpt_to_keep)")
     resume: bool = Field(True, description="resume from the newest checkpoint in output_dir")
-    max_consecutive_skips: int = Field(5, gt=0, description="abort after this many non-finite steps in a row")
+    overwrite: bool = Field(False, description="replace the run already in output_dir (its files only; "
+                            "stare train --overwrite); otherwise a used output_dir is resumed or refused")
+    max_consecutive_skips: int = Field(5, gt=0, description="abort after this many steps in a row that train "
+                                       "nothing (non-finite loss or gradient, or no group with mixed outcomes)")
     threads: int | None = Field(None, description="torch CPU threads (None: torch default)")
 
 

@@ -41,6 +41,8 @@ from .config import Config, dump_config
 from .diagnostics import StepDiagnostics, reflection_stats, write_token_dump
 from .evaluate import summarize_by_source
 from .logging import MetricsLogger
+from .guards import IdleGuard
+from .runfolder import claim_run_folder, reconcile_resume
 from ..lm import PackedBatch, pack, response_stats
 from .rollout import HFBackend, sample, sample_with_tools
 from .tasks import encode_prompt, make_task
@@ -159,6 +161,7 @@ class Trainer:
                 self.controller = self._make_controller(target=None)
                 self.controller.load_state_dict(state["controller"])
             self.resume_step = self.step_idx
+            reconcile_resume(self.run_dir, cfg, self.optimizer, self.scheduler, step=self.step_idx, log=log)
             log(f"resumed from {ckpt.name} (step {self.step_idx})")
 
     # ----------------------------------------------------------------------------------------- helpers
@@ -492,12 +495,13 @@ class Trainer:
         t = self.cfg.trainer
         history = []
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+        claim_run_folder(self.run_dir, self.cfg, resumed=self.resume_step is not None, log=self.log)
         cfg = self.cfg
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
                                     trackio=cfg.logging.trackio, project=cfg.logging.project,
                                     run_name=self.run_dir.name, config=cfg.model_dump(mode="json"),
                                     resume_step=self.resume_step)
+        idle = IdleGuard.resume(self.logger.path, t.max_consecutive_skips)
         try:
             while self.step_idx < t.steps:
                 metrics = self.step()
@@ -513,6 +517,7 @@ class Trainer:
                     raise TrainingAborted(
                         f"{self.consecutive_skips} consecutive steps had a non-finite loss or gradient; stopping. "
                         f"The last good checkpoint is in {self.ckpt_dir} (step {self._last_saved()})")
+                idle.observe(self.step_idx, metrics, lambda: latest_checkpoint(self.ckpt_dir))
                 if (t.save_every and self.step_idx % t.save_every == 0) or last:
                     self.save()
         finally:
