@@ -155,13 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         func=_cmd_objectives)
     sub.add_parser("methods", help="list the method presets").set_defaults(func=_cmd_methods)
     args = parser.parse_args(argv)
-    from .train.config import ConfigError
+    from .train.errors_cli import run_reporting_errors
 
-    try:
-        return args.func(args)
-    except ConfigError as e:
-        print(f"stare: config error: {e}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(args.func, args)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..errors import UserError
 from ..objectives import get_objective, make_params
 from ..env.testbed import TestbedConfig
+from .validate import check_config, parse_yaml_value, read_yaml_file
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_overrides"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration problem, with the key that caused it."""
 
 
@@ -138,9 +140,12 @@ class AlgorithmConfig(_Section):
     def _check_objective(self):
         try:
             get_objective(self.objective)
+        except ValueError as e:
+            raise ValueError(f"algorithm.objective: {e}") from None
+        try:
             make_params(self.objective, self.params)
         except (ValueError, TypeError) as e:
-            raise ValueError(str(e)) from None
+            raise ValueError(f"algorithm.params: {e}") from None
         return self
 
 
@@ -280,7 +285,7 @@ def parse_overrides(items: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(out, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        _set_dotted(out, key.strip(), parse_yaml_value(key.strip(), raw) if raw.strip() else None)
     return out
 
 
@@ -291,7 +296,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = read_yaml_file(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
         data = loaded
@@ -318,7 +323,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     else:
         data = merged
     try:
-        return Config.model_validate(data)
+        return check_config(Config.model_validate(data))
     except ValidationError as e:
         lines = []
         for err in e.errors():

@@ -43,6 +43,7 @@ from .evaluate import summarize_by_source
 from .logging import MetricsLogger
 from .guards import IdleGuard
 from .runfolder import claim_run_folder, reconcile_resume
+from .validate import preflight
 from ..lm import PackedBatch, pack, response_stats
 from .rollout import HFBackend, sample, sample_with_tools
 from .tasks import encode_prompt, make_task
@@ -125,6 +126,7 @@ class Trainer:
         self.train_examples = list(self.task.examples("train"))
         self.test_examples = list(self.task.examples("test"))
         self.model, self.tokenizer = load_model(cfg, log)
+        preflight(self.task, self.tokenizer, self.model, cfg, self.train_examples, self.test_examples)
         self.device = next(self.model.parameters()).device
         self.backend = HFBackend(self.model, self.tokenizer, batch_size=cfg.rollout.batch_size)
         self.tool_env = tool_env_of(self.task)

@@ -32,19 +32,24 @@ import math
 import unicodedata
 from typing import Any, Mapping
 
+from ...errors import UserError
 from ..base import Example
 from ..text import encodable
 from .templates import apply_template, strip_instruction
 
-__all__ = ["DataError", "dedup_key", "row_to_example"]
+__all__ = ["DataError", "DataFileNotFound", "dedup_key", "row_to_example"]
 
 QUESTION_KEYS = ("problem", "question", "prompt")
 ANSWER_KEYS = ("answer", "final_answer", "ground_truth")
 ROLES = ("system", "user", "assistant")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A dataset row that cannot be used; the message names the file, the row and the field."""
+
+
+class DataFileNotFound(DataError, FileNotFoundError):
+    """A data source that is neither a file nor a hub id."""
 
 
 def _literal(value: Any, where: str, name: str, kind: type) -> Any:

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from ...errors import UserError
 from ..answers import to_text
 from ..text import encodable
 from ..verifiers.math import MathVerifier
@@ -83,8 +84,8 @@ class CalculatorEnv:
     stop_strings = (CODE_CLOSE,)
 
     def __init__(self, sandbox: Sandbox | None = None, *, max_turns: int = 4, max_output_chars: int = 2000):
-        if max_turns < 0:
-            raise ValueError(f"max_turns must be >= 0, got {max_turns}")
+        if not isinstance(max_turns, int) or isinstance(max_turns, bool) or max_turns < 0:
+            raise UserError(f"max_turns: must be an integer >= 0, got {max_turns!r}")
         self.sandbox = sandbox if sandbox is not None else Sandbox()
         self.max_turns = max_turns
         self.max_output_chars = max_output_chars
@@ -241,17 +242,17 @@ class ToolUseMathTask(MathTask):
         sandbox: Sandbox | None = None,
         sandbox_workers: int | None = None,
         name: str = "math-tool-use",
-        verifier: MathVerifier | None = None,
+        verifier: MathVerifier | dict[str, Any] | None = None,
         **kwargs: Any,
     ):
+        if not isinstance(max_turns, int) or isinstance(max_turns, bool) or max_turns < 0:
+            raise UserError(f"max_turns: must be an integer >= 0, got {max_turns!r}")
+        workers = sandbox_workers if sandbox_workers is not None else default_sandbox_workers()
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise UserError(f"sandbox_workers: must be an integer >= 1, got {workers!r}")
         super().__init__(train, test, name=name, verifier=verifier, **kwargs)
         self.max_turns = max_turns
-        if sandbox is None:
-            workers = sandbox_workers if sandbox_workers is not None else default_sandbox_workers()
-            if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-                raise ValueError(f"sandbox_workers must be an integer >= 1, got {workers!r}")
-            sandbox = Sandbox(num_workers=workers)
-        self._env = CalculatorEnv(sandbox, max_turns=max_turns)
+        self._env = CalculatorEnv(sandbox if sandbox is not None else Sandbox(num_workers=workers), max_turns=max_turns)
 
     @classmethod
     def from_sources(cls, train: Sources = None, test: Sources = None, *, max_turns: int = 4,
@@ -262,6 +263,12 @@ class ToolUseMathTask(MathTask):
 
     def tool_env(self) -> CalculatorEnv:
         return self._env
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        super().wait_ready(timeout_s)
+        pool = getattr(self._env.sandbox, "pool", None)
+        if pool is not None:
+            pool.wait_ready(timeout_s)
 
     def score(self, example: Example, response: Any) -> Score:
         return super().score(example, visible_text(to_text(response)))
