@@ -86,7 +86,9 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(root: Path, step: int, *, model, optimizer, scheduler, trainer_state: dict[str, Any],
                     keep_last: int = 2, hook=None) -> Path:
-    """Write checkpoint ``step`` atomically. ``hook(stage)`` is called between files (for tests)."""
+    """Write checkpoint ``step`` atomically. ``hook(stage)`` is called between the stages (for tests and
+    experiments/kill9.py): "model", "optimizer", "state", "complete" (all written and fsynced), "renamed",
+    "pointer", "pruned" (after each old checkpoint removed)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     _clear_leftovers(root)
@@ -112,6 +114,7 @@ def save_checkpoint(root: Path, step: int, *, model, optimizer, scheduler, train
         _fsync_file(tmp / f)
     _fsync_dir(tmp)
     _fsync_dir(root)
+    hook and hook("complete")
     old = root / f".old-global_step_{step}"
     if final.exists():  # the same step saved again: move the old one aside, never delete it first
         shutil.rmtree(old, ignore_errors=True)

@@ -43,7 +43,7 @@ from .evaluate import summarize_by_source
 from .logging import MetricsLogger
 from .guards import IdleGuard
 from .runfolder import claim_run_folder, reconcile_resume
-from .validate import preflight
+from .validate import preflight, seed_numpy
 from ..lm import PackedBatch, pack, response_stats
 from .rollout import HFBackend, sample, sample_with_tools
 from .tasks import encode_prompt, make_task
@@ -121,6 +121,7 @@ class Trainer:
         self.run_dir = Path(cfg.output_dir)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
+        seed_numpy(cfg.seed)
 
         self.task = make_task(cfg)
         self.train_examples = list(self.task.examples("train"))

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import yaml
 
-__all__ = ["check_config", "check_prompt_lengths", "parse_yaml_value", "preflight", "read_yaml_file"]
+__all__ = ["check_config", "check_prompt_lengths", "parse_yaml_value", "preflight", "read_yaml_file", "seed_numpy"]
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*(?:/[A-Za-z0-9][\w.\-]*)?")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(?::\d+)?")
@@ -129,6 +129,8 @@ def check_config(cfg):
     if r.batch_size is not None and r.batch_size < 1:
         raise _error(f"rollout.batch_size: must be an integer >= 1 (or null: all sequences in one generate "
                      f"call), got {r.batch_size}")
+    if cfg.trainer.overwrite and cfg.trainer.resume:
+        cfg.trainer.resume = False  # replacing the run in output_dir: start afresh, do not load its checkpoint
     _check_device(cfg.model.device)
     _check_model_path(cfg.model.name_or_path)
     for name in ("wandb", "trackio"):
@@ -199,3 +201,11 @@ def preflight(task, tokenizer, model, cfg, *splits: Sequence) -> None:
     wait_ready = getattr(task, "wait_ready", None)
     if callable(wait_ready):
         wait_ready()
+
+
+def seed_numpy(seed: int) -> None:
+    """Seed numpy's global generator too: checkpoints save and restore it with the others, so two runs
+    with the same seed must start it alike (it was left to the OS's entropy)."""
+    import numpy as np
+
+    np.random.seed(seed % 2**32)

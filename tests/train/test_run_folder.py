@@ -126,6 +126,11 @@ def test_overwrite_replaces_the_old_run_and_says_so(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2]
     again = _trainer(tmp_path, method="grpo_ds", seed=1, trainer={"steps": 2})
     assert again.step_idx == 2  # resumes the new run (seed 1), not the old run's step 4
+    # --overwrite alone (trainer.resume keeps its default, true) replaces the run too: it does not resume it
+    fresh = _trainer(tmp_path, method="grpo_ds", seed=2, trainer={"steps": 1, "overwrite": True})
+    assert fresh.step_idx == 0 and not fresh.cfg.trainer.resume
+    fresh.train()
+    assert [p.name for p in sorted(ck.glob("global_step_*"))] == ["global_step_1"]
 
 
 def test_resume_refuses_a_seed_or_model_it_cannot_honour(tmp_path):
@@ -215,3 +220,15 @@ def test_a_run_that_trains_nothing_stops_with_a_clear_message(tmp_path, monkeypa
     assert tr.step_idx == 2
     with pytest.raises(TrainingAborted, match="up to step 3"):
         tr.train()
+
+
+def test_numpy_is_seeded_with_the_others(tmp_path):
+    # found by experiments/kill9.py: checkpoints store numpy's generator, which no run seeded, so two runs
+    # with the same seed ended with different checkpoints
+    import numpy as np
+
+    _trainer(tmp_path / "a", method="grpo_ds")
+    first = np.random.get_state()[1].copy()
+    np.random.random(10)
+    _trainer(tmp_path / "b", method="grpo_ds")
+    assert (np.random.get_state()[1] == first).all()
