@@ -1,6 +1,6 @@
 """The calculator under hostile programs, and tool-episode throughput with parallel sandbox workers.
 
-    python benchmarks/bench_tools.py [--repeat 3] [--episodes 32] [--workers 4]
+    python benchmarks/bench_tools.py [--repeat 3] [--episodes 32] [--workers 4] [--code DIR]
 
 1. Every program of ``HOSTILE`` (our own: growth paths of the interpreter, hash collisions, deep
    nesting, big-number paths) runs through ``Sandbox.run`` (the real worker process and its limits);
@@ -11,7 +11,9 @@
    mix of ordinary and hostile programs) through ``run_tool_episodes``, with a sandbox of one worker and
    of ``--workers`` workers, side by side: wall-clock seconds and episodes per second.
 
-Prints Markdown; about a minute on 2 cores.
+``--code DIR`` imports ``stare`` from another checkout (e.g. ``git worktree add /tmp/before efce0f8``, the
+code before issue 15, for the "before" column of docs/data_and_rewards.md). Prints Markdown; under a
+minute on 2 cores with the metering, about 2 minutes without it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_code = sys.argv[sys.argv.index("--code") + 1] if "--code" in sys.argv else str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, _code)
 
 from stare.env.base import Example  # noqa: E402
 from stare.env.tasks.tool_use import CalculatorEnv, Generation, run_tool_episodes  # noqa: E402
@@ -119,16 +122,19 @@ class ScriptedPolicy:
 
 
 def throughput(workers: int, episodes: int, programs: list[str]) -> float:
-    with Sandbox(num_workers=workers) as sandbox:
+    sandbox = Sandbox(num_workers=workers)
+    try:
         sandbox.pool.wait_ready()
         env = CalculatorEnv(sandbox, max_turns=2)
         examples = [Example(f"{k}|", "1") for k in range(episodes)]
         prompts = [list(map(ord, f"{k}|")) for k in range(episodes)]
         t = time.monotonic()
         eps = run_tool_episodes(ScriptedPolicy(programs), lambda s: list(map(ord, s)), env, examples, prompts,
-                                max_new_tokens=100_000)
+                                max_new_tokens=100_000, max_parallel_steps=workers)
         took = time.monotonic() - t
         assert all(e.tool_calls == 2 for e in eps)
+    finally:
+        sandbox.close()
     return took
 
 
@@ -137,11 +143,18 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--episodes", type=int, default=32)
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--code", default=None, help="a checkout whose stare package to import")
     args = ap.parse_args()
-    print(f"{os.cpu_count()} logical CPUs; load average {os.getloadavg()[0]:.1f}\n")
-    with Sandbox() as sandbox:
+    import stare
+
+    print(f"stare from {Path(stare.__file__).parent.parent.name}; {os.cpu_count()} logical CPUs; "
+          f"load average {os.getloadavg()[0]:.1f}\n")
+    sandbox = Sandbox()
+    try:
         sandbox.pool.wait_ready()
         rows = hostile_table(sandbox, args.repeat)
+    finally:
+        sandbox.close()
     print(f"| hostile program | seconds to the reply (worst of {args.repeat}) | reply |")
     print("|---|---|---|")
     for name, seconds, reply in rows:
