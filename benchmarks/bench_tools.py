@@ -11,7 +11,7 @@
    mix of ordinary and hostile programs) through ``run_tool_episodes``, with a sandbox of one worker and
    of ``--workers`` workers, side by side: wall-clock seconds and episodes per second.
 
-``--code DIR`` imports ``stare`` from another checkout (e.g. ``git worktree add /tmp/before efce0f8``, the
+``--code DIR`` imports ``stare`` from another checkout (e.g. ``git worktree add ../before efce0f8``, the
 code before issue 15, for the "before" column of docs/data_and_rewards.md). Prints Markdown; under a
 minute on 2 cores with the metering, about 2 minutes without it.
 """
