@@ -24,7 +24,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train.trainer import Trainer
 
     quiet_transformers()
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, list(args.overrides) + (["trainer.overwrite=true"] if args.overwrite else []))
     trainer = Trainer(cfg)
     progress = _progress_printer(cfg.trainer.steps) if cfg.logging.progress else None
     trainer.train(progress=progress)
@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="train from a YAML config")
     train.add_argument("config", help="YAML file")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. method=stare_o1 optim.lr=1e-3")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in output_dir")
     train.set_defaults(func=_cmd_train)
     ev = sub.add_parser("eval", help="held-out avg@n and pass@k of a config's model (or its run's last checkpoint)")
     ev.add_argument("config")
@@ -192,13 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         func=_cmd_objectives)
     sub.add_parser("methods", help="list the method presets").set_defaults(func=_cmd_methods)
     args = parser.parse_args(argv)
-    from .train.config import ConfigError
+    from .train.errors_cli import run_reporting_errors
 
-    try:
-        return args.func(args)
-    except ConfigError as e:
-        print(f"stare: config error: {e}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(args.func, args)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from typing import Any, Callable
 import torch
 
 from ..advantages import group_advantages
+from ..checks import ConfigError
 from ..env.base import Example, score_all, tool_env_of
 from ..env.overlong import OverlongConfig
 from ..lm import PackedBatch, pack, response_stats
@@ -45,19 +46,18 @@ from ..objectives import PolicyBatch, RolloutRequest, StepData, fit_plan, get_ob
 from ..objectives.contract import split_metrics
 from ..surrogate import LossNormalizer
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import Config, dump_config
+from .config import Config
 from .diagnostics import StepDiagnostics, reflection_stats, write_token_dump
 from .evaluate import summarize_by_source
 from .logging import MetricsLogger
 from .models import load_model
 from .rollout import TrainerSampler, default_rollout, make_backend
+from .guards import IdleGuard, TrainingAborted
+from .runfolder import claim_run_folder, reconcile_resume
+from .validate import preflight, seed_numpy
 from .tasks import encode_prompt, make_task
 
 __all__ = ["OldPass", "StepBatch", "Trainer", "TrainingAborted"]
-
-
-class TrainingAborted(RuntimeError):
-    """Raised after too many consecutive non-finite steps."""
 
 
 # --------------------------------------------------------------------------------------------- the batch
@@ -98,11 +98,13 @@ class Trainer:
         self.run_dir = Path(cfg.output_dir)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
+        seed_numpy(cfg.seed)
 
         self.task = make_task(cfg)
         self.train_examples = list(self.task.examples("train"))
         self.test_examples = list(self.task.examples("test"))
         self.model, self.tokenizer = load_model(cfg, log)
+        preflight(self.task, self.tokenizer, self.model, cfg, self.train_examples, self.test_examples)
         self.device = next(self.model.parameters()).device
         r, rw = cfg.rollout, cfg.reward
         self.overlong = OverlongConfig(max_len=r.max_new_tokens, cache_len=rw.overlong_buffer or max(1, r.max_new_tokens // 5),
@@ -144,12 +146,13 @@ class Trainer:
             self.step_idx, self.data_pos = state["step"], state["data_pos"]
             self.skipped_steps, self.consecutive_skips = state["skipped_steps"], state["consecutive_skips"]
             self.keep_rate = state["keep_rate"]
-            if self.controller is not None:
-                if state["controller"] is None:
-                    raise ValueError(f"{ckpt} holds no controller state, but '{self.objective.name}' has a controller: "
-                                     "was this run folder written by another method? Use a new output_dir.")
-                self.controller.load_state_dict(state["controller"])
             self.resume_step = self.step_idx
+            reconcile_resume(self.run_dir, cfg, self.optimizer, self.scheduler, step=self.step_idx, log=log)
+            if self.controller is not None:
+                if state.get("controller") is None:
+                    raise ConfigError(f"{ckpt} holds no controller state, but '{self.objective.name}' has a controller: "
+                                      "was this run folder written by another method? Use a new output_dir.")
+                self.controller.load_state_dict(state["controller"])
             log(f"resumed from {ckpt.name} (step {self.step_idx})")
         # the rollout engine, built with the (resumed) weights
         self.backend = make_backend(cfg, self.model, self.tokenizer)
@@ -541,12 +544,13 @@ class Trainer:
         t = self.cfg.trainer
         history = []
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+        claim_run_folder(self.run_dir, self.cfg, resumed=self.resume_step is not None, log=self.log)
         cfg = self.cfg
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
                                     trackio=cfg.logging.trackio, project=cfg.logging.project,
                                     run_name=self.run_dir.name, config=cfg.model_dump(mode="json"),
                                     resume_step=self.resume_step)
+        idle = IdleGuard.resume(self.logger.path, t.max_consecutive_skips)
         try:
             while self.step_idx < t.steps:
                 metrics = self.step()
@@ -562,6 +566,7 @@ class Trainer:
                     raise TrainingAborted(
                         f"{self.consecutive_skips} consecutive steps had a non-finite loss or gradient; stopping. "
                         f"The last good checkpoint is in {self.ckpt_dir} (step {self._last_saved()})")
+                idle.observe(self.step_idx, metrics, lambda: latest_checkpoint(self.ckpt_dir))
                 if (t.save_every and self.step_idx % t.save_every == 0) or last:
                     self.save()
             if t.export != "none" and self.step_idx == t.steps:
