@@ -10,7 +10,7 @@ for w in 10.0 1.1; do
 done
 # the adaptive schedule from the paper's W = 1.1 with a larger step and upper bound than the paper's
 # (alpha 0.01, W_max 1.5, which cannot reach W = 5)
-stare train "$CFG" $common algorithm.params.reweight_w=1.1 algorithm.controller.adaptive=true \
-  algorithm.controller.alpha=0.1 algorithm.controller.w_max=10 output_dir="$OUT/adaptive_wide"
+stare train "$CFG" $common algorithm.params.reweight_w=1.1 algorithm.params.adaptive=true \
+  algorithm.params.alpha=0.1 algorithm.params.w_max=10 output_dir="$OUT/adaptive_wide"
 # the archive in experiments/results/
 python experiments/archive_results.py --w-sweep "$OUT"

@@ -13,14 +13,24 @@ from typing import Iterable, Mapping
 import torch
 from torch import Tensor
 
-__all__ = ["unknown_name_error", "check_choice", "check_shapes", "check_values", "check_fraction"]
+__all__ = ["ConfigError", "UserError", "unknown_name_error", "check_choice", "check_shapes", "check_values", "check_fraction"]
 
 
-def unknown_name_error(kind: str, name: str, valid: Iterable[str]) -> ValueError:
+class UserError(ValueError):
+    """Bad input from a user (a config value, a data file, a task option, a model path), from any layer.
+    The message names the field and what is valid; ``stare`` commands print it as one line and exit 2
+    (``STARE_TRACEBACK=1`` shows the traceback too). Everything else, a bug, keeps its traceback."""
+
+
+class ConfigError(UserError):
+    """A configuration problem, naming the key that caused it and what is valid."""
+
+
+def unknown_name_error(kind: str, name: str, valid: Iterable[str]) -> UserError:
     valid = sorted(valid)
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    return ValueError(f"unknown {kind} '{name}'.{hint} Valid: {', '.join(valid)}")
+    return UserError(f"unknown {kind} '{name}'.{hint} Valid: {', '.join(valid)}")
 
 
 def check_choice(kind: str, value: str, valid: Iterable[str]) -> None:

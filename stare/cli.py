@@ -1,4 +1,4 @@
-"""Command line: ``stare demo | train | eval | compare | calibrate | objectives | methods``."""
+"""Command line: ``stare demo | train | eval | export | compare | calibrate | objectives | methods``."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train.trainer import Trainer
 
     quiet_transformers()
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, list(args.overrides) + (["trainer.overwrite=true"] if args.overwrite else []))
     trainer = Trainer(cfg)
     progress = _progress_printer(cfg.trainer.steps) if cfg.logging.progress else None
     trainer.train(progress=progress)
@@ -55,10 +55,32 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .train.trainer import Trainer
 
     quiet_transformers()
-    cfg = load_config(args.config, args.overrides)
+    overrides = list(args.overrides) + ([f"model.name_or_path={args.model}"] if args.model else [])
+    if any(o.split("=", 1)[0].strip() == "model.name_or_path" for o in overrides):
+        # a model given by path or hub id is evaluated as it is: no run checkpoint loaded into it and no
+        # fresh LoRA around it, unless the overrides say otherwise (later overrides win)
+        overrides = ["trainer.resume=false", "model.lora.enabled=false"] + overrides
+    cfg = load_config(args.config, overrides)
     trainer = Trainer(cfg)
     result = trainer.evaluate()
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .train.export import ExportError, export_run, push_to_hub
+    from .train.logging import quiet_transformers
+
+    quiet_transformers()
+    try:
+        res = export_run(args.run_dir, step=args.step, out=args.out, adapter=args.adapter)
+        kind = "LoRA adapter" if res.adapter else ("model, LoRA merged" if res.merged else "model")
+        print(f"exported step {res.step} ({kind}): {res.folder}")
+        if args.push_to_hub:
+            print(f"pushed to the hub: {push_to_hub(res.folder, args.push_to_hub)}")
+    except ExportError as e:
+        print(f"stare: export error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -164,11 +186,21 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="train from a YAML config")
     train.add_argument("config", help="YAML file")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. method=stare_o1 optim.lr=1e-3")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in output_dir")
     train.set_defaults(func=_cmd_train)
     ev = sub.add_parser("eval", help="held-out avg@n and pass@k of a config's model (or its run's last checkpoint)")
     ev.add_argument("config")
     ev.add_argument("overrides", nargs="*")
+    ev.add_argument("--model", default=None, help="evaluate this model instead (folder, e.g. from stare export, or hub "
+                    "id); same as model.name_or_path=..., which also turns off resume and LoRA")
     ev.set_defaults(func=_cmd_eval)
+    ex = sub.add_parser("export", help="a run's checkpoint as a Hugging Face model folder (LoRA merged by default)")
+    ex.add_argument("run_dir", help="the run's output_dir (holds config.yaml and checkpoints/)")
+    ex.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+    ex.add_argument("--out", default=None, help="destination (default RUN_DIR/export/global_step_N)")
+    ex.add_argument("--adapter", action="store_true", help="save LoRA as a PEFT adapter instead of merging it")
+    ex.add_argument("--push-to-hub", default=None, metavar="REPO", help="also upload to this hub repository")
+    ex.set_defaults(func=_cmd_export)
     cmp = sub.add_parser("compare", help="run methods x seeds (resumable, parallel) and aggregate them")
     cmp.add_argument("config", help="YAML file shared by all runs")
     cmp.add_argument("overrides", nargs="*", help="key=value overrides for all runs")
@@ -194,13 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         func=_cmd_objectives)
     sub.add_parser("methods", help="list the method presets").set_defaults(func=_cmd_methods)
     args = parser.parse_args(argv)
-    from .train.config import ConfigError
+    from .train.errors_cli import run_reporting_errors
 
-    try:
-        return args.func(args)
-    except ConfigError as e:
-        print(f"stare: config error: {e}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(args.func, args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
   and the dual clip of Ye et al. (arXiv 1912.09729) for negative advantages, as in verl's ``vanilla``
   policy loss (docs/methods.md §1.2): log-ratio clamped to [-20, 20], ``l = max(-A r, -A clip(r))``, then
   for A < 0 ``min(l, -A c)``.
+* ``gradient_preserving_surrogate``: the clipped surrogate's value with a gradient kept on clipped
+  tokens (CE-GPPO, arXiv 2509.20712; AEPO's entropy-balanced clip, arXiv 2510.14545).
 * ``gspo_surrogate``: GSPO's length-normalised sequence ratio in its token form (arXiv 2507.18071).
 * ``kl_penalty``: per-token KL estimators between the policy and a reference model (verl's
   ``kl_penalty``; ``k3`` is TRL's ``beta`` term).
@@ -34,6 +36,7 @@ __all__ = [
     "KL_ESTIMATORS",
     "Surrogate",
     "clipped_surrogate",
+    "gradient_preserving_surrogate",
     "gspo_surrogate",
     "kl_penalty",
     "surrogate_stats",
@@ -88,6 +91,41 @@ def clipped_surrogate(
     dual = negative & (loss > cap)
     loss = torch.where(negative, torch.minimum(loss, cap), loss)
     return Surrogate(loss, ratio, log_ratio, is_clipped, dual)
+
+
+def gradient_preserving_surrogate(
+    log_prob: Tensor,
+    old_log_prob: Tensor,
+    advantages: Tensor,
+    clip_ratio_low: float | Tensor,
+    clip_ratio_high: float | Tensor,
+    clip_ratio_c: float | None = None,
+    grad_coef_low: float = 0.0,
+    grad_coef_high: float = 1.0,
+) -> Surrogate:
+    """``clipped_surrogate``'s value, with a gradient on the tokens whose clipped branch is active.
+
+    Where PPO's clip is active (A > 0 and r > 1 + eps_high, or A < 0 and r < 1 - eps_low) its loss
+    -A * bound is a constant, so those tokens get no gradient. Here the clipped loss is written as
+    ``-A * bound * exp(beta * (log_prob - sg(log_prob)))``: the same value, and the gradient
+    ``-A * bound * beta * grad(log_prob)``, with ``beta = grad_coef_high`` above the upper bound and
+    ``grad_coef_low`` below the lower one. ``beta = 1`` is the stop-gradient bound
+    ``clip(r, 1 - eps_low, (1 + eps_high) r / sg(r))``; ``beta = 0`` gives ``clipped_surrogate`` bit for
+    bit, loss and gradient. The dual clip (A < 0, ratio beyond c) stays a constant, as in verl.
+    """
+    s = clipped_surrogate(log_prob, old_log_prob, advantages, clip_ratio_low, clip_ratio_high, None)
+    # on a clipped token the clamped ratio is the bound itself, so -A * bound is the clipped loss to the bit
+    bound_loss = -advantages * torch.clamp(s.ratio.detach(), 1.0 - clip_ratio_low, 1.0 + clip_ratio_high)
+    beta = torch.where(advantages > 0, grad_coef_high, grad_coef_low).to(log_prob.dtype)
+    kept = bound_loss * torch.exp(beta * (log_prob - log_prob.detach()))
+    loss = torch.where(s.clipped, kept, s.loss)
+    if clip_ratio_c is None:
+        return Surrogate(loss, s.ratio, s.log_ratio, s.clipped, s.dual_clipped)
+    cap = -advantages * clip_ratio_c
+    negative = advantages < 0
+    dual = negative & (loss > cap)
+    loss = torch.where(negative, torch.minimum(loss, cap), loss)
+    return Surrogate(loss, s.ratio, s.log_ratio, s.clipped, dual)
 
 
 def gspo_surrogate(

@@ -145,6 +145,20 @@ def test_clip_cov_draws_a_new_seed_each_step():
     assert seeds == [2 * 1_000_003, 2 * 1_000_003 + 1, 2 * 1_000_003 + 2]
 
 
+def _full_step(name):
+    """A step as the trainer hands it to a controller: every field, and the method's old-pass statistics."""
+    from stare.objectives import make_params
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    obj = get_objective(name)
+    stats = obj.logit_stats(make_params(name)) if obj.logit_stats else {}
+    return StepData(batch_entropy=0.25, step=1, seed=1, rewards=torch.tensor([1.0, 0, 1, 0]), acc=torch.tensor([1.0, 0, 1, 0]),
+                    group_ids=torch.tensor([0, 0, 1, 1]), mask=mask, old_log_prob=-torch.rand(4, 6, generator=g),
+                    old_entropy=torch.rand(4, 6, generator=g), advantages=torch.tensor([1.0, -1, 1, -1]),
+                    aux={k: torch.rand(4, 6, generator=g) for k in stats})
+
+
 def test_every_registered_controller_satisfies_the_contract(tmp_path):
     from stare.objectives import Controller, list_objectives
 
@@ -154,7 +168,7 @@ def test_every_registered_controller_satisfies_the_contract(tmp_path):
             assert get_objective(name).controller is None
             continue
         assert isinstance(c, Controller)
-        c.update(H(0.25, step=1, seed=1))
+        c.update(_full_step(name))
         fresh = make_controller(name)
         load_controller(save_controller(tmp_path / f"{name}.pt", c), fresh)
         assert fresh.state() == c.state() and fresh.metrics() == c.metrics()

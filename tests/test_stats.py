@@ -159,3 +159,81 @@ def test_bad_inputs_name_the_argument(kwargs, match):
 def test_hidden_and_head_shape_mismatch():
     with pytest.raises(ValueError, match="lm_head_weight"):
         token_stats_from_hidden(torch.randn(3, 4), torch.randn(10, 5), torch.zeros(3, dtype=torch.long))
+
+
+def test_entropy_within_1e5_absolute_at_a_real_vocabulary_size():
+    # V = 32000 as in the core benchmark: a long row sum. A sequential fp32 dot product (the previous
+    # implementation) drifts to 3-5e-5 here; the shifted, cascade-summed form stays near 1e-6.
+    g = torch.Generator().manual_seed(0)
+    n, d, v = 32, 64, 32000
+    h = torch.randn(n, d, generator=g)
+    w = torch.randn(v, d, generator=g) * 2 / math.sqrt(d)
+    t = torch.randint(0, v, (n,), generator=g)
+    ref = token_stats_reference(h.double() @ w.double().T, t)
+    got = token_stats_from_hidden(h, w, t)
+    assert (got.entropy.double() - ref.entropy).abs().max() < 1e-5
+    assert (got.log_prob.double() - ref.log_prob).abs().max() < 1e-5
+    got2 = token_stats_from_logits(h @ w.T, t)
+    assert (got2.entropy.double() - ref.entropy).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_several_blocks_per_chunk_give_the_same_results(monkeypatch, dtype):
+    # The element-wise work runs over cache-sized blocks of a chunk; force 3-row blocks (the default
+    # makes one block of these small chunks) and compare values and gradients of both paths.
+    import stare.stats as stats_mod
+
+    h, w, b, t = _case(n=40, d=8, v=31, dtype=dtype)
+
+    def run(hidden_path):
+        hh, ww, bb = (x.clone().requires_grad_() for x in (h, w, b))
+        if hidden_path:
+            s = token_stats_from_hidden(hh, ww, t, lm_head_bias=bb, temperature=0.7, chunk_size=16)
+        else:
+            z = (hh @ ww.T + bb).detach().requires_grad_()
+            s = token_stats_from_logits(z, t, temperature=0.7, chunk_size=16)
+            hh = z
+        g1 = torch.linspace(-1, 1, 40)
+        ((s.log_prob * g1).sum() + (s.entropy * g1.flip(0)).sum()).backward()
+        grads = [hh.grad] + ([ww.grad, bb.grad] if hidden_path else [])
+        return s.log_prob, s.entropy, grads
+
+    for hidden_path in (True, False):
+        one = run(hidden_path)
+        monkeypatch.setattr(stats_mod, "BLOCK_ELEMENTS", 31 * 3)
+        many = run(hidden_path)
+        monkeypatch.undo()
+        torch.testing.assert_close(many[0], one[0], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(many[1], one[1], rtol=1e-6, atol=1e-7)
+        for a, c in zip(many[2], one[2]):
+            torch.testing.assert_close(a, c, rtol=1e-6, atol=1e-7)
+
+
+def test_bfloat16_gradients_match_a_float32_computation_of_the_same_logits():
+    # bf16 inputs: the matmuls stay in bf16 (logits rounded to bf16, as any bf16 model computes them),
+    # everything after them in fp32. Reference: autograd through fp32 ops on the bf16-rounded logits.
+    h, w, b, t = _case(n=40, d=16, v=53)
+    hb, wb = h.bfloat16().requires_grad_(), w.bfloat16().requires_grad_()
+    s = token_stats_from_hidden(hb, wb, t, temperature=0.8, chunk_size=9)
+    gen = torch.Generator().manual_seed(1)
+    g1, g2 = torch.randn(40, generator=gen), torch.randn(40, generator=gen)
+    ((s.log_prob * g1).sum() + (s.entropy * g2).sum()).backward()
+    hr, wr = h.bfloat16().float().requires_grad_(), w.bfloat16().float().requires_grad_()
+    ref = token_stats_reference(hr @ wr.T, t, temperature=0.8)
+    ((ref.log_prob * g1).sum() + (ref.entropy * g2).sum()).backward()
+    assert hb.grad.dtype == torch.bfloat16 and wb.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(s.entropy, ref.entropy, rtol=2e-2, atol=2e-2)
+    # bf16 rounds the gradient of every logit (2**-9 relative) before the matmuls: errors of a few 1e-3 of
+    # the largest gradient entry, which the tolerance (2% of it) covers; a wrong term would not fit.
+    for got, want in ((hb.grad, hr.grad), (wb.grad, wr.grad)):
+        torch.testing.assert_close(got.float(), want, rtol=0, atol=0.02 * float(want.abs().max()))
+    # the logits path with bf16 logits: the same numbers, gradient returned in bf16
+    z = (h.bfloat16() @ w.bfloat16().T).requires_grad_()
+    s2 = token_stats_from_logits(z, t, temperature=0.8, chunk_size=9)
+    zr = z.detach().float().requires_grad_()
+    ref2 = token_stats_reference(zr, t, temperature=0.8)
+    ((s2.log_prob * g1).sum() + (s2.entropy * g2).sum()).backward()
+    ((ref2.log_prob * g1).sum() + (ref2.entropy * g2).sum()).backward()
+    torch.testing.assert_close(s2.entropy, ref2.entropy, rtol=1e-5, atol=1e-5)
+    assert z.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(z.grad.float(), zr.grad, rtol=1e-2, atol=1e-3)

@@ -12,6 +12,13 @@ fresh interpreter in isolated mode that does not import ``stare`` (so not torch)
 handler file, a module whose ``HANDLERS`` dict names the functions a caller may invoke. The worker sets
 its own resource limits (address space, CPU time per call, no file writes) before it reads a request.
 
+The limit counts from the call: waiting for a free worker, and for a worker that is still starting
+(a fresh pool, or the replacement of a killed one), is part of it, so no caller waits longer than its
+limit. A call that runs out of time while its worker is still starting raises ``CallTimeout`` and
+leaves the worker starting for the next call; a worker that has not started within
+``startup_timeout_s`` of its spawn, or that fails to start, is replaced and the call raises
+``RuntimeError`` naming the handler. Workers are spawned when the pool is built.
+
 Protocol: length-prefixed frames on the worker's stdin/stdout. Requests are pickled (the parent is
 trusted); replies are JSON (the worker may run hostile input, so the parent never unpickles from it),
 at most ``max_reply_bytes``.
@@ -49,7 +56,12 @@ class WorkerError(RuntimeError):
 
 
 class CallTimeout(RuntimeError):
-    """The call ran past its wall-clock limit; the worker was killed and replaced."""
+    """The call ran past its wall-clock limit; the worker was killed and replaced (or, when the limit
+    passed while waiting for a free or starting worker, ``startup`` is True and nothing was killed)."""
+
+    def __init__(self, message: str = "timed out", *, startup: bool = False):
+        super().__init__(message)
+        self.startup = startup
 
 
 class WorkerDied(RuntimeError):
@@ -62,6 +74,7 @@ class PoolStats:
 
     calls: int = 0
     timeouts: int = 0
+    waits_timed_out: int = 0  # of the timeouts: the limit passed before a started worker was free
     deaths: int = 0
     handler_errors: int = 0
     spawned: int = 0
@@ -96,6 +109,7 @@ class _Worker:
             close_fds=True,
             start_new_session=True,  # a Ctrl-C in the trainer's terminal reaches the trainer only
         )
+        self.spawned_at = time.monotonic()
         self.ready = False
 
     def alive(self) -> bool:
@@ -146,13 +160,16 @@ class ProcessPool:
 
     handler: path of a module with ``HANDLERS: dict[str, callable]`` (and optionally ``warmup()``);
         it must import nothing from ``stare`` (it is loaded by path in a bare interpreter).
-    timeout_s: default wall-clock limit per call (time waiting for a free worker is not counted).
+    timeout_s: default wall-clock limit per call, counted from the call (waiting for a free or a
+        starting worker included).
     memory_mb: address-space limit of each worker (``RLIMIT_AS``); None leaves it unlimited.
     cpu_s: CPU-seconds allowed per call (``RLIMIT_CPU`` re-armed before each call, whole seconds);
         None leaves it unlimited. The wall-clock limit applies in any case.
     spares: workers started ahead of need: a killed worker is replaced by a spare that has already
         imported its handler, so the next caller does not wait for a start (about 1 s for math-verify).
-    startup_timeout_s: how long a new worker may take to import its handler and warm up.
+    startup_timeout_s: how long a new worker may take, from its spawn, to import its handler and warm
+        up; past it the worker is replaced and a call raises RuntimeError (no call waits that long:
+        each waits at most its own limit).
     disable_builtins: names of builtins (e.g. ``("eval",)``) replaced in the worker, after warm-up, by a
         function that raises; a handler can read how often anything tried (``_procworker.eval_attempts``).
     quiet: discard the workers' stderr (library warnings); False passes it through.
@@ -245,13 +262,18 @@ class ProcessPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def wait_ready(self) -> None:
-        """Block until every worker has started (useful before timing calls)."""
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Block until every worker has started (before timing calls, or before the first calls of a
+        run, which otherwise count a start against their limit). ``timeout_s`` bounds the wait
+        (default ``startup_timeout_s``); RuntimeError if a worker fails or does not start in time."""
+        deadline = time.monotonic() + (self.startup_timeout_s if timeout_s is None else float(timeout_s))
         workers = [self._idle.get() for _ in range(self.num_workers)]
         failure = None
         for i, w in enumerate(workers):
             try:
-                self._ensure_ready(w)
+                self._ensure_ready(w, deadline)
+            except CallTimeout:
+                failure = failure or _StartupFailed("not ready within the wait")
             except _StartupFailed as e:
                 self._retire(w)
                 workers[i] = self._spawn()
@@ -261,11 +283,21 @@ class ProcessPool:
         if failure is not None:
             raise self._startup_error(failure)
 
-    def _ensure_ready(self, worker: _Worker) -> None:
+    def _ensure_ready(self, worker: _Worker, deadline: float) -> None:
+        """Wait for the worker's hello until ``deadline`` (CallTimeout: the worker is left starting) or
+        its own start-up limit (_StartupFailed), whichever comes first."""
         if worker.ready:
             return
+        startup_deadline = worker.spawned_at + self.startup_timeout_s
         try:
-            hello = worker.receive(time.monotonic() + self.startup_timeout_s, self.max_reply_bytes)
+            _wait_fd(worker.proc.stdout.fileno(), select.POLLIN, min(deadline, startup_deadline))
+        except CallTimeout:
+            if deadline < startup_deadline:
+                raise CallTimeout("the worker was still starting", startup=True) from None
+            raise _StartupFailed(f"not started within {self.startup_timeout_s:g} s") from None
+        try:
+            # the hello frame is one small write, so once readable it is all there
+            hello = worker.receive(time.monotonic() + 5.0, self.max_reply_bytes)
         except (CallTimeout, WorkerDied, ValueError) as e:
             raise _StartupFailed(str(e)) from None
         if not hello.get("ready"):
@@ -282,22 +314,30 @@ class ProcessPool:
 
     def call(self, fn: str, *args: Any, timeout_s: float | None = None) -> Any:
         """Run ``HANDLERS[fn](*args)`` in a worker; return its value or raise one of
-        ``CallTimeout``, ``WorkerDied``, ``WorkerError`` (the handler raised)."""
+        ``CallTimeout``, ``WorkerDied``, ``WorkerError`` (the handler raised). The limit counts from
+        this call: a wait for a free or starting worker is part of it."""
         if self._closed:
             raise RuntimeError("the pool is closed")
+        start = time.monotonic()
         limit = self.timeout_s if timeout_s is None else float(timeout_s)
+        deadline = start + limit
         payload = pickle.dumps((fn, args, self._cpu_s), protocol=pickle.HIGHEST_PROTOCOL)
-        worker = self._next_idle()
+        worker = self._next_idle(deadline)
+        if worker is None:
+            self._count(timeouts=1, waits=1)
+            raise CallTimeout(f"{fn}: no worker was free within {limit:g} s", startup=True)
         release = worker
         try:
             try:
-                self._ensure_ready(worker)
+                self._ensure_ready(worker, deadline)
+            except CallTimeout:
+                self._count(timeouts=1, waits=1)
+                raise CallTimeout(f"{fn}: the worker was still starting when the {limit:g} s limit passed",
+                                  startup=True) from None
             except _StartupFailed as e:
                 self._retire(worker)
                 release = self._spawn()
                 raise self._startup_error(e) from None
-            start = time.monotonic()
-            deadline = start + limit
             try:
                 worker.send(payload, deadline)
                 reply = worker.receive(deadline, self.max_reply_bytes)
@@ -323,22 +363,26 @@ class ProcessPool:
             raise WorkerError(str(reply.get("error", "unknown error")))
         return reply.get("value")
 
-    def _next_idle(self) -> _Worker:
-        # Every call releases its worker within its own limit, so this wait ends; the loop only
-        # notices a close() that happens while callers are waiting.
+    def _next_idle(self, deadline: float) -> _Worker | None:
+        """A free worker, or None when ``deadline`` passes first. Every call releases its worker
+        within its own limit; the loop also notices a close() that happens while callers wait."""
         while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
             try:
-                return self._idle.get(timeout=0.5)
+                return self._idle.get(timeout=min(0.5, remaining))
             except queue.Empty:
                 if self._closed:
                     raise RuntimeError("the pool is closed") from None
 
     def _count(self, *, timeouts: int = 0, deaths: int = 0, handler_errors: int = 0,
-               seconds: float | None = None) -> None:
+               seconds: float | None = None, waits: int = 0) -> None:
         with self._lock:
             st = self.stats
             st.calls += 1
             st.timeouts += timeouts
+            st.waits_timed_out += waits
             st.deaths += deaths
             st.handler_errors += handler_errors
             if seconds is not None:

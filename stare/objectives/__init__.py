@@ -6,6 +6,8 @@ Importing this package registers the built-in methods. ``list_objectives()`` nam
 """
 
 from . import cov, entroadv, entropy_bonus, forking, gspo, ppo, stapo, stare, steer  # noqa: F401  (registration)
+from . import aepo_agentic, aspo, bapo, dppo, lopti, lp_reg, one_shot, siren  # noqa: F401  (registration: issue 13, part A)
+from . import cure, empg, empo, gtpo, hapo, seed_grpo, ttrl  # noqa: F401  (registration: step-hook methods)
 from .contract import (
     ACTS_AT,
     ClipParams,

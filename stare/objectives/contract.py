@@ -14,10 +14,14 @@ Where a method acts, per training step (``ACTS_AT`` names each kind):
     controller         CTRL                 controller(params); .update(data); .state() -> dict
     advantages         ADV                  advantages(data, params, state) -> [B] or [B, T]
     update schedule    UPDATE-SCHEDULE      schedule(params) -> one state overlay per optimizer pass
+    logging            (output)             step_metrics(data, params, state) -> {name: number}
     loss               LOSS, WEIGHT, MASK,  fit(view, params, state, group) -> plan
                        LOSS-TERM, AGG       terms(batch, view, params, state, plan) -> Terms
 
-Every hook is optional; a method that only changes the loss has ``terms`` (and ``fit``) alone. The
+``shape_rewards`` and ``advantages`` may return ``(value, metrics)`` instead of the value alone, to log
+numbers they computed on the way (``split_metrics``); ``step_metrics`` measures the step once its rewards
+and advantages are final. Every hook is optional; a method that only changes the loss has ``terms`` (and
+``fit``) alone. The
 loss-side pieces are pure tensor functions, so they run unchanged inside verl and TRL; the step-level
 hooks need the trainer (``stare.train``), and the plug-ins refuse methods that use them, by name.
 """
@@ -59,6 +63,7 @@ __all__ = [
     "clip_inert_knobs",
     "load_controller",
     "save_controller",
+    "split_metrics",
 ]
 
 #: Where a method acts; ``Objective.acts_at`` draws from these (docs/methods.md §0 for the loss-side ones).
@@ -482,6 +487,13 @@ class Sampler(Protocol):
 #: the old-policy pass (no gradient) or in the training forward (``Objective.train_stats``, with
 #: gradient): ``(logits [n, V] at the rollout temperature, float32, sampled ids [n]) -> [n] or [n, k]``.
 LogitStat = Callable[[Tensor, Tensor], Tensor]
+
+
+def split_metrics(result: Any) -> tuple[Any, dict[str, float]]:
+    """A step hook's result as (value, metrics): hooks return the value, or ``(value, {name: number})``."""
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], Mapping):
+        return result[0], {str(k): float(v) for k, v in result[1].items()}
+    return result, {}
 
 
 def detach_aux(aux: Mapping[str, Tensor]) -> dict[str, Tensor]:

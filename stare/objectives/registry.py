@@ -56,6 +56,8 @@ class Objective:
         in the old-policy pass (no gradient) or in the training forward (with gradient); each lands in
         ``aux[name]``.
     shape_rewards, advantages, group_rewards, rollout, schedule: the step-level hooks (contract.py).
+    step_metrics: ``(data, params, state) -> {name: number}``, what the method did this step, logged with
+        it (the trainer calls it once rewards and advantages are final; engines without it skip it).
     acts_at: kinds from ``ACTS_AT``; the kinds implied by the hooks present are added.
     inert_on_policy: ``params -> [(knob, message)]`` of knobs that cannot act when the ratio is 1.
     """
@@ -73,6 +75,7 @@ class Objective:
     group_rewards: Callable[..., Any] | None = None
     rollout: Callable[..., Any] | None = None
     schedule: Callable[[Any], Any] | None = None
+    step_metrics: Callable[..., Mapping[str, float]] | None = None
     acts_at: tuple[str, ...] = ()
     inert_on_policy: Callable[[Any], list[tuple[str, str]]] | None = None
     aliases: tuple[str, ...] = ()

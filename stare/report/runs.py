@@ -8,6 +8,7 @@ as ``<out>/<method>/seed_<s>``. Nothing here needs a model or the trainer.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -33,11 +34,30 @@ def plan_runs(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> list[R
 
 
 def read_metrics(path: Path, *, missing_ok: bool = False) -> list[dict]:
-    """All records of a ``metrics.jsonl`` file ([] for a missing file when ``missing_ok``)."""
+    """All records of a ``metrics.jsonl`` file ([] for a missing file when ``missing_ok``).
+
+    Tolerant: a torn last line (a run killed while appending) is skipped silently; any other line that
+    is not a JSON record is skipped with a warning naming it."""
     path = Path(path)
     if missing_ok and not path.exists():
         return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    out = []
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            torn = i == len(lines) - 1  # the last line, without its newline
+            if not torn:
+                warnings.warn(f"{path}: line {i + 1} is not a JSON record; skipped", stacklevel=2)
+            continue
+        out.append(record)
+    return out
 
 
 def series(records: Sequence[Mapping], key: str) -> dict[int, float]:

@@ -12,7 +12,12 @@ Layout (verl-like): ``<run>/checkpoints/global_step_<N>/`` holding
 A checkpoint is written into ``.tmp-global_step_<N>``, every file fsynced, the folder renamed into place
 and the parent fsynced; ``latest_checkpointed_iteration.txt`` is then replaced atomically. Loading
 takes the newest folder that has ``COMPLETE``; older ones beyond ``keep_last`` are removed after a
-successful write.
+successful write, each first renamed to ``.del-global_step_<N>`` (atomic) and then deleted, so a kill
+while deleting never leaves a half-deleted folder that looks complete. A checkpoint that already
+exists under the same step is moved aside (``.old-global_step_<N>``) before the new one takes its name
+and deleted after; if a kill falls between the two renames, ``latest_checkpoint`` still finds the one
+moved aside. Leftovers of interrupted writes (``.tmp-*``, ``.del-*``, ``.old-*``) are cleared at the
+next save.
 """
 
 from __future__ import annotations
@@ -82,9 +87,12 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(root: Path, step: int, *, model, optimizer, scheduler, trainer_state: dict[str, Any],
                     keep_last: int = 2, hook=None, controller_state: dict | None = None) -> Path:
-    """Write checkpoint ``step`` atomically. ``hook(stage)`` is called between files (for tests)."""
+    """Write checkpoint ``step`` atomically, with the controller's state if given. ``hook(stage)`` is called
+    between the stages (for tests and experiments/kill9.py): "model", "optimizer", "state", "complete" (all
+    written and fsynced), "renamed", "pointer", "pruned" (after each old checkpoint removed)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    _clear_leftovers(root)
     final = root / f"global_step_{step}"
     tmp = root / f".tmp-global_step_{step}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -109,29 +117,71 @@ def save_checkpoint(root: Path, step: int, *, model, optimizer, scheduler, train
     for f in files:
         _fsync_file(tmp / f)
     _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
+    _fsync_dir(root)
+    hook and hook("complete")
+    old = root / f".old-global_step_{step}"
+    if final.exists():  # the same step saved again: move the old one aside, never delete it first
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        _fsync_dir(root)
     os.replace(tmp, final)
     _fsync_dir(root)
+    hook and hook("renamed")
     latest_tmp = root / (LATEST + ".tmp")
     latest_tmp.write_text(str(step))
     _fsync_file(latest_tmp)
     os.replace(latest_tmp, root / LATEST)
     _fsync_dir(root)
-    for old in _complete(root)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    hook and hook("pointer")
+    for done in _complete(root)[:-keep_last]:
+        _discard(done)
+        hook and hook("pruned")
+    _clear_leftovers(root)
     return final
 
 
+def _discard(folder: Path) -> None:
+    """Rename ``global_step_N`` to ``.del-global_step_N`` (atomic), then delete it."""
+    gone = folder.with_name(".del-" + folder.name)
+    shutil.rmtree(gone, ignore_errors=True)
+    os.replace(folder, gone)
+    _fsync_dir(folder.parent)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+def _clear_leftovers(root: Path) -> None:
+    """Delete what interrupted saves left; an ``.old-`` checkpoint whose replacement never took its name
+    gets its name back."""
+    for d in Path(root).glob(".*-global_step_*"):
+        if d.name.startswith(".old-"):
+            main = root / d.name[len(".old-"):]
+            if (main / "COMPLETE").exists():
+                shutil.rmtree(d, ignore_errors=True)
+            elif (d / "COMPLETE").exists():
+                shutil.rmtree(main, ignore_errors=True)
+                os.replace(d, main)
+        elif d.name.startswith((".tmp-", ".del-")):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _step_of(name: str) -> int | None:
+    tail = name.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
 def _complete(root: Path) -> list[Path]:
-    found = []
+    """Complete checkpoints, oldest first: ``global_step_N`` with ``COMPLETE``, or, where a kill fell
+    between moving an old ``global_step_N`` aside and renaming its replacement, ``.old-global_step_N``."""
+    found = {}
     for d in Path(root).glob("global_step_*"):
-        if (d / "COMPLETE").exists():
-            try:
-                found.append((int(d.name.rsplit("_", 1)[1]), d))
-            except ValueError:
-                continue
-    return [d for _, d in sorted(found)]
+        step = _step_of(d.name)
+        if step is not None and (d / "COMPLETE").exists():
+            found[step] = d
+    for d in Path(root).glob(".old-global_step_*"):
+        step = _step_of(d.name)
+        if step is not None and step not in found and (d / "COMPLETE").exists():
+            found[step] = d
+    return [found[k] for k in sorted(found)]
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -144,7 +194,7 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and RNG states; returns the trainer state dict, with the
-    controller state under ``"controller"`` (None when the checkpoint has none)."""
+    controller state under ``"controller"`` when the checkpoint has one."""
     path = Path(path)
     weights = load_file(path / "model.safetensors")
     params = dict(model.named_parameters())
@@ -160,5 +210,6 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict[str, Any
     set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     state = json.loads((path / "trainer_state.json").read_text())
     ctrl = path / "controller.pt"
-    state["controller"] = torch.load(ctrl, weights_only=True) if ctrl.exists() else None
+    if ctrl.exists():
+        state["controller"] = torch.load(ctrl, weights_only=True)
     return state

@@ -18,14 +18,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..checks import ConfigError
 from ..objectives import get_objective, make_params
 from ..env.testbed import testbed_config, testbed_keys
+from .validate import check_config, parse_yaml_value, read_yaml_file
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_overrides"]
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with the key that caused it."""
 
 
 class _Section(BaseModel):
@@ -79,6 +77,13 @@ class RolloutConfig(_Section):
     max_gen_rounds: int = Field(10, description="regeneration rounds before giving up (DAPO scripts: 10; <= 0: "
                                 "unlimited)")
     batch_size: int | None = Field(None, description="sequences per generate() call (None: all at once)")
+    backend: Literal["hf", "vllm"] = Field("hf", description="rollout engine: Hugging Face generate, or vLLM in "
+                                           "this process with the trainer's weights synced after each update "
+                                           "(stare.train.vllm_backend; docs/speed.md)")
+    vllm_gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="vLLM's share of the GPU "
+                                                      "memory (None: 0.3, the rest left to training)")
+    vllm_kv_cache_gib: float | None = Field(None, gt=0, description="vLLM's KV cache in GiB (None: 1 GiB on the "
+                                            "CPU build, the memory share on a GPU)")
 
 
 class RewardConfig(_Section):
@@ -113,9 +118,12 @@ class AlgorithmConfig(_Section):
     def _check_objective(self):
         try:
             get_objective(self.objective)
+        except ValueError as e:
+            raise ValueError(f"algorithm.objective: {e}") from None
+        try:
             make_params(self.objective, self.params)
         except (ValueError, TypeError) as e:
-            raise ValueError(str(e)) from None
+            raise ValueError(f"algorithm.params: {e}") from None
         return self
 
 
@@ -158,8 +166,14 @@ class TrainerConfig(_Section):
     save_every: int = Field(50, ge=0, description="checkpoint period in steps (0: only at the end)")
     keep_last: int = Field(2, gt=0, description="checkpoints kept (verl max_actor_ckpt_to_keep)")
     resume: bool = Field(True, description="resume from the newest checkpoint in output_dir")
-    max_consecutive_skips: int = Field(5, gt=0, description="abort after this many non-finite steps in a row")
+    overwrite: bool = Field(False, description="replace the run already in output_dir (its files only; "
+                            "stare train --overwrite); otherwise a used output_dir is resumed or refused")
+    max_consecutive_skips: int = Field(5, gt=0, description="abort after this many steps in a row that train "
+                                       "nothing (non-finite loss or gradient, or no group with mixed outcomes)")
     threads: int | None = Field(None, description="torch CPU threads (None: torch default)")
+    export: Literal["none", "merged", "adapter"] = Field("none", description="at the end of the run, write the "
+                                                         "final checkpoint as a Hugging Face model folder under "
+                                                         "output_dir/export/ (LoRA merged, or as an adapter)")
 
 
 class Config(_Section):
@@ -265,7 +279,7 @@ def parse_overrides(items: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(out, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        _set_dotted(out, key.strip(), parse_yaml_value(key.strip(), raw) if raw.strip() else None)
     return out
 
 
@@ -276,7 +290,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = read_yaml_file(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
         data = loaded
@@ -303,7 +317,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     else:
         data = merged
     try:
-        return Config.model_validate(data)
+        return check_config(Config.model_validate(data))
     except ValidationError as e:
         lines = []
         for err in e.errors():

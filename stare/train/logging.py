@@ -1,18 +1,25 @@
 """Metric sinks: JSONL and TensorBoard always, Weights & Biases and trackio when asked for.
 
 One call per step, ``log(step, metrics)``; names follow verl's (``actor/entropy``, ``critic/score/mean``,
-``timing_s/rollout`` ...; the full table is in docs/training.md). Every line of ``metrics.jsonl`` is flushed
-when written, so a crash loses at most the step in progress. Non-finite values are written as null.
+``timing_s/rollout`` ...; the full table is in docs/training.md). Non-finite values are written as null.
+
+``metrics.jsonl`` is append-only while a run trains: each record is one ``os.write`` of a whole line to
+a file opened with ``O_APPEND``, so a crash loses at most the step in progress and a kill mid-write can
+leave at most a torn last line, which the readers (``stare.report.runs.read_metrics`` and the resume
+below) skip. On resume the records of steps after the checkpoint are dropped by writing the kept ones
+to a temporary file (fsynced) and renaming it over the old one: a kill at any moment leaves either the
+old file or the new one, never an empty or half-written one.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["MetricsLogger", "quiet_transformers"]
+__all__ = ["MetricsLogger", "quiet_transformers", "truncate_metrics"]
 
 
 def _clean(v: Any) -> Any:
@@ -29,12 +36,11 @@ class MetricsLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
-            # drop lines of steps after the checkpoint we resume from: they will be recomputed
-            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", -1) <= resume_step]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
+            # drop records of steps after the checkpoint we resume from: they will be recomputed
+            truncate_metrics(self.path, resume_step)
         elif resume_step is None and self.path.exists():
-            self.path.unlink()
-        self._file = open(self.path, "a")
+            self.path.unlink()  # a fresh run (the run folder's claim said what it replaces)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -58,8 +64,9 @@ class MetricsLogger:
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
         record = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        data = (json.dumps(record) + "\n").encode("utf-8")
+        while data:  # one write in practice; a short write is continued, never interleaved
+            data = data[os.write(self._fd, data):]
         numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                    and math.isfinite(v)}
         numeric.update({k: float(v) for k, v in metrics.items() if isinstance(v, bool)})
@@ -73,13 +80,36 @@ class MetricsLogger:
             self._trackio.log(numeric, step=step)
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self._tb is not None:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
         if self._trackio is not None:
             self._trackio.finish()
+
+
+def truncate_metrics(path: Path, last_step: int) -> int:
+    """Keep the records of steps <= ``last_step`` (and drop a torn last line), atomically: the kept
+    lines go to a temporary file, which is fsynced and renamed over ``path``. Returns the number kept."""
+    from ..report.runs import read_metrics
+
+    path = Path(path)
+    kept = [r for r in read_metrics(path) if isinstance(r.get("step"), int) and r["step"] <= last_step]
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in kept))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return len(kept)
 
 
 def quiet_transformers() -> None:

@@ -23,7 +23,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 from ..env.tasks.tool_use import run_tool_episodes
 from ..objectives.contract import Generation, RolloutRequest, RolloutRow
 
-__all__ = ["HFBackend", "TrainerSampler", "default_rollout"]
+__all__ = ["HFBackend", "TrainerSampler", "default_rollout", "make_backend"]
 
 
 class _StopOnStrings(StoppingCriteria):
@@ -89,6 +89,9 @@ class HFBackend:
         self.eos = tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
 
+    def sync_weights(self, model) -> None:
+        """Nothing to do: ``generate`` runs the trained model itself (a separate engine copies weights here)."""
+
     def _finish(self, seq: list[int], log_probs: list[float], stop_strings: Sequence[str]) -> Generation:
         eos_at = seq.index(self.eos) if self.eos in seq else None
         head = seq if eos_at is None else seq[:eos_at]
@@ -150,6 +153,23 @@ class HFBackend:
                 out.append(g)
         self.model.train(was_training)
         return out
+
+
+def make_backend(cfg, model, tokenizer):
+    """The rollout backend the config asks for (``rollout.backend``), holding the model's current weights."""
+    r = cfg.rollout
+    if r.backend == "hf":
+        return HFBackend(model, tokenizer, batch_size=r.batch_size)
+    try:
+        from .vllm_backend import VLLMBackend
+    except ImportError as e:  # vllm itself is imported when the engine is built
+        raise ImportError(f"rollout.backend=vllm: {e}") from None
+    try:
+        return VLLMBackend(model, tokenizer, seed=cfg.seed, gpu_memory_utilization=r.vllm_gpu_memory_utilization,
+                           kv_cache_memory_bytes=None if r.vllm_kv_cache_gib is None else int(r.vllm_kv_cache_gib * 2**30))
+    except ModuleNotFoundError as e:
+        raise ImportError(f"rollout.backend=vllm needs vLLM ({e}): `pip install vllm` on a GPU machine, or "
+                          "`bash ci/vllm.sh` for the CPU build") from None
 
 
 class TrainerSampler:

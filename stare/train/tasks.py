@@ -1,9 +1,19 @@
-"""Task factory and prompt encoding for the trainer."""
+"""Task factory and prompt encoding for the trainer.
+
+Bad ``task.*`` settings raise ``ConfigError`` naming the key (``task.name``, ``task.options.train``, ...);
+argument errors that a task itself reports (``UserError`` whose message starts with the argument's
+name) are re-raised the same way, and data errors keep their file, row and field.
+"""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from ..checks import unknown_name_error
 from ..env.base import Example, Task
+from ..checks import UserError
+from ..checks import ConfigError
 
 __all__ = ["make_task", "encode_prompt", "TASKS"]
 
@@ -11,8 +21,8 @@ __all__ = ["make_task", "encode_prompt", "TASKS"]
 def _testbed(cfg) -> Task:
     """The task of the testbed ``model.testbed.task`` names (addition by default; stare.env.testbed)."""
     if cfg.task.options:
-        raise ValueError(f"task 'testbed' takes no options (the testbed is configured in model.testbed), got "
-                         f"{sorted(cfg.task.options)}")
+        raise ConfigError(f"task.options: task 'testbed' takes no options, got {sorted(cfg.task.options)} (its "
+                          f"settings are model.testbed.*)")
     return cfg.model.testbed_config().make_task()
 
 
@@ -21,8 +31,34 @@ def _options(cfg, valid: dict) -> dict:
     opts = dict(cfg.task.options)
     for key in opts:
         if key not in valid:
-            raise unknown_name_error(f"option of task '{cfg.task.name}'", key, valid)
+            raise ConfigError(f"task.options: {unknown_name_error(f'option of task {cfg.task.name!r}', key, valid)}")
     return {**valid, **opts}
+
+
+_HUB_ID = re.compile(r"(?:hf://)?[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*")
+
+
+def _check_option(key: str, value, kind: str) -> None:
+    """``kind``: 'int>=0', 'int>=1', 'number', 'number>0', 'sources' (a file or hub id, or a list of them)."""
+    name = f"task.options.{key}"
+    if kind == "sources":
+        items = [value] if isinstance(value, (str, Path)) else value
+        if not isinstance(items, (list, tuple)) or not items or not all(isinstance(x, (str, Path)) for x in items):
+            raise ConfigError(f"{name}: expected a file path or hub id, or a list of them, got {value!r}")
+        for x in map(str, items):
+            if not Path(x).exists() and (x.startswith(("/", ".", "~")) or not _HUB_ID.fullmatch(x)):
+                raise ConfigError(f"{name}: no such file '{x}' (give .parquet, .jsonl or .json files, or hub ids "
+                                  f"owner/name)")
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind.startswith("int"):
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= int(kind[-1])
+    elif kind == "number>0":
+        ok = ok and value > 0
+    if not ok:
+        want = {"int>=0": "an integer >= 0", "int>=1": "an integer >= 1", "number": "a number",
+                "number>0": "a number > 0"}[kind]
+        raise ConfigError(f"{name}: must be {want}, got {value!r}")
 
 
 # Options of the math tasks. Sources are files (parquet / jsonl) or hub ids (a list is concatenated);
@@ -32,15 +68,23 @@ _MATH_OPTIONS = {"train": None, "test": None, "template": "boxed", "limit": None
 
 
 def _math(cfg, long_cot: bool = False) -> Task:
-    from ..env.verifiers.math import MathVerifier
     from ..env.tasks.math import MathTask
 
     o = _options(cfg, _MATH_OPTIONS)
     if not o["train"]:
-        raise ValueError(f"task '{cfg.task.name}' needs task.options.train (a parquet / jsonl file or hub id)")
+        raise ConfigError(f"task.options.train: task '{cfg.task.name}' needs training data (a parquet / jsonl file "
+                          f"or hub id, or a list of them)")
+    _check_option("train", o["train"], "sources")
+    if o["test"]:
+        _check_option("test", o["test"], "sources")
+    if o["limit"] is not None:
+        _check_option("limit", o["limit"], "int>=0")
+    _check_option("verifier_workers", o["verifier_workers"], "int>=1")
+    for key in ("correct_reward", "wrong_reward"):
+        _check_option(key, o[key], "number")
     return MathTask.from_sources(
         o["train"], o["test"], template=o["template"], limit=o["limit"],
-        verifier=MathVerifier(num_workers=o["verifier_workers"], think_required=long_cot),
+        verifier={"num_workers": o["verifier_workers"], "think_required": long_cot},  # built after the data loads
         correct_reward=o["correct_reward"], wrong_reward=o["wrong_reward"],
         name="math-long-cot" if long_cot else "math-short-cot")
 
@@ -55,24 +99,38 @@ def _gym(cfg) -> Task:
 
     o = _options(cfg, _GYM_OPTIONS)
     if not o["names"]:
-        raise ValueError("task 'gym' needs task.options.names (reasoning-gym task names)")
+        raise ConfigError("task.options.names: task 'gym' needs reasoning-gym task names")
+    _check_option("size", o["size"], "int>=1")
+    _check_option("test_size", o["test_size"], "int>=0")
+    _check_option("timeout_s", o["timeout_s"], "number>0")
     if o["instruction"] is None:
         del o["instruction"]  # GymTask's own default
     return GymTask(o.pop("names"), **o)
 
 
-_TOOL_OPTIONS = {"train": None, "test": None, "limit": None, "max_turns": 4, "verifier_workers": 2}
+_TOOL_OPTIONS = {"train": None, "test": None, "limit": None, "max_turns": 4, "verifier_workers": 2,
+                 "sandbox_workers": None}
 
 
 def _tool_use(cfg) -> Task:
-    from ..env.verifiers.math import MathVerifier
     from ..env.tasks.tool_use import ToolUseMathTask
 
     o = _options(cfg, _TOOL_OPTIONS)
     if not o["train"]:
-        raise ValueError("task 'tool_use' needs task.options.train (a parquet / jsonl file or hub id)")
+        raise ConfigError("task.options.train: task 'tool_use' needs training data (a parquet / jsonl file or hub "
+                          "id, or a list of them)")
+    _check_option("train", o["train"], "sources")
+    if o["test"]:
+        _check_option("test", o["test"], "sources")
+    if o["limit"] is not None:
+        _check_option("limit", o["limit"], "int>=0")
+    _check_option("max_turns", o["max_turns"], "int>=0")
+    _check_option("verifier_workers", o["verifier_workers"], "int>=1")
+    if o["sandbox_workers"] is not None:
+        _check_option("sandbox_workers", o["sandbox_workers"], "int>=1")
     return ToolUseMathTask.from_sources(o["train"], o["test"], max_turns=o["max_turns"], limit=o["limit"],
-                                        verifier=MathVerifier(num_workers=o["verifier_workers"]))
+                                        verifier={"num_workers": o["verifier_workers"]},
+                                        sandbox_workers=o["sandbox_workers"])
 
 
 TASKS = {
@@ -95,11 +153,23 @@ def make_task(cfg) -> Task:
         try:
             factory = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
-            raise ValueError(f"task '{name}': cannot import {attr} from {module}: {e}") from None
+            raise ConfigError(f"task.name: '{name}': cannot import {attr} from {module}: {e}") from None
         return factory(cfg)
     if name not in TASKS:
-        raise unknown_name_error("task", name, list(TASKS) + ["<module>:<factory>"])
-    return TASKS[name](cfg)
+        raise ConfigError(f"task.name: {unknown_name_error('task', name, list(TASKS) + ['<module>:<factory>'])}")
+    try:
+        return TASKS[name](cfg)
+    except ConfigError:
+        raise
+    except UserError as e:  # reported by the task: name the option when the message starts with it
+        from ..env.data import DataError
+
+        key = str(e).split(":", 1)[0]
+        if key in cfg.task.options or key in ("names", "limit"):
+            raise ConfigError(f"task.options.{e}") from None
+        if isinstance(e, DataError):
+            raise
+        raise ConfigError(f"task '{name}': {e}") from None
 
 
 def encode_prompt(tokenizer, example: Example, chat_template: bool = True) -> list[int]:

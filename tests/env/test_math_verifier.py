@@ -139,3 +139,21 @@ def test_every_swapped_answer_is_rejected(verifier, references):
     accepted = [(references[i], swapped[i]) for i, s in enumerate(scores) if s.acc != 0.0]
     assert accepted == []
     assert verifier.stats.eval_blocked == before  # math-verify never reached eval on these
+
+
+# -- issue 15: the first call of a run keeps the limit too ----------------------------------------------
+
+
+def test_workers_start_when_the_verifier_is_built_and_the_first_call_keeps_the_limit():
+    v = MathVerifier(timeout_s=1.5)
+    try:
+        assert v._pool is not None and v._pool.stats.spawned == 3  # 2 workers + 1 spare, started already
+        t = time.monotonic()
+        s = v.score("42", r"\boxed{9^{9^{9}}}")  # cold: the workers are still importing math-verify
+        took = time.monotonic() - t
+        assert s.acc == 0.0 and took < 2.0, took  # took 3.5-3.7 s before (start-up, then the full 1.5 s)
+        assert v.stats.timeouts == 1
+        v.wait_ready()
+        assert v.score("1/2", r"\boxed{0.5}").acc == 1.0
+    finally:
+        v.close()

@@ -150,3 +150,54 @@ def test_a_spare_replaces_a_killed_worker():
             p.call("spin")
         assert p.call("pid") == spare_pid != first  # the started spare took over
         assert len(p._spares) == 1 and p._spares[0].proc.pid != spare_pid  # and a new spare waits
+
+
+# -- issue 15: the limit counts from the call, start-up included; workers start with the pool ----------
+
+SLOW = Path(__file__).with_name("_slow_start_handler.py")
+
+
+def test_the_limit_counts_from_the_call_while_the_worker_is_still_starting(monkeypatch):
+    monkeypatch.setenv("STARE_TEST_WARMUP_S", "2.5")
+    with ProcessPool(SLOW, timeout_s=0.5, memory_mb=None) as p:
+        t = time.monotonic()
+        with pytest.raises(CallTimeout) as e:
+            p.call("echo", 1)  # waited for the whole start-up before
+        assert time.monotonic() - t < 0.9 and e.value.startup
+        assert p.stats.timeouts == 1 and p.stats.waits_timed_out == 1 and p.stats.spawned == 1  # nothing killed
+        p.wait_ready()  # the same worker finishes starting (spawned with the pool, not at the first call)
+        assert p.stats.spawned == 1 and p.call("echo", 2) == 2
+
+
+def test_a_worker_that_never_starts_costs_each_caller_only_its_limit(monkeypatch):
+    monkeypatch.setenv("STARE_TEST_WARMUP_S", "600")
+    born = time.monotonic()
+    with ProcessPool(SLOW, timeout_s=0.3, memory_mb=None, startup_timeout_s=1.5) as p:
+        for _ in range(2):
+            t = time.monotonic()
+            with pytest.raises(CallTimeout):
+                p.call("echo", 1)
+            assert time.monotonic() - t < 0.7
+        time.sleep(max(0.0, born + 1.6 - time.monotonic()))
+        with pytest.raises(RuntimeError, match="failed to start .*not started within 1.5 s"):
+            p.call("echo", 1)  # past its own start-up limit: replaced, and the caller told why
+        assert p.stats.spawned == 2
+
+
+def test_waiting_for_a_free_worker_counts_against_the_limit(pool):
+    results = []
+
+    def busy():
+        results.append(pool.call("sleep", 0.8, timeout_s=5.0))
+
+    threads = [threading.Thread(target=busy) for _ in range(2)]  # both workers busy for 0.8 s
+    for th in threads:
+        th.start()
+    time.sleep(0.1)
+    t = time.monotonic()
+    with pytest.raises(CallTimeout) as e:
+        pool.call("echo", 1, timeout_s=0.3)
+    assert time.monotonic() - t < 0.6 and e.value.startup
+    for th in threads:
+        th.join()
+    assert results == [0.8, 0.8]

@@ -81,3 +81,21 @@ def test_tokenizer_round_trip():
     text = "12+5=17;17+3=20;A: 20"
     ids = tok(text, add_special_tokens=False).input_ids
     assert len(ids) == len(text) and tok.decode(ids) == text
+
+
+def test_building_the_base_model_leaves_the_global_generator_alone(tmp_path):
+    # issue 15 (found by experiments/kill9.py): a run that built the model sampled differently from a run
+    # that loaded it from the cache, because the build re-seeded torch's generator
+    import torch
+
+    from stare.env.testbed import TestbedConfig, load_or_build
+
+    cfg = TestbedConfig(hidden_size=16, layers=1, heads=2, sft_steps=3, sft_examples=50, train_prompts=20,
+                        test_prompts=4)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    built, _ = load_or_build(cfg, cache_dir=tmp_path, log=None)
+    assert torch.equal(torch.get_rng_state(), before)
+    loaded, _ = load_or_build(cfg, cache_dir=tmp_path, log=None)
+    for (n, p), (_, q) in zip(built.named_parameters(), loaded.named_parameters()):
+        assert torch.equal(p, q), n

@@ -10,6 +10,7 @@ rewards, advantages, optimizer and checkpoints.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -198,3 +199,40 @@ def test_command_line_json_params(tmp_path):
     t = trainer(args)
     assert (t.objective_params.variant, t.objective_params.top_p_ratio) == ("C2", 0.2)
     assert t.controller.target_entropy == 0.5
+
+
+# --- issue 13, part A: every loss-side method trains inside TRL (a smoke test: two steps, weights move)
+PART_A = [("ar", {}), ("aepo_agentic_loss", {}), ("bapo", {}), ("aspo", {}), ("dppo", {}),
+          ("one_shot_entropy", {"entropy_coeff": 0.01})]
+
+
+@pytest.mark.parametrize("objective, params", PART_A)
+def test_part_a_loss_side_methods_train(tmp_path, objective, params):
+    t = trainer(config(tmp_path, stare_objective=objective, stare_params=params))
+    before = [p.detach().clone() for p in t.model.parameters()]
+    t.train()
+    assert any(not torch.equal(a, p.detach()) for a, p in zip(before, t.model.parameters()))
+    assert all(math.isfinite(h["loss"]) for h in t.state.log_history if "loss" in h)
+
+
+@pytest.mark.parametrize("objective", ["lp_reg", "siren", "lopti", "aepo_agentic"])
+def test_part_a_trainer_only_methods_are_refused(tmp_path, objective):
+    with pytest.raises(ValueError, match="only the stare trainer"):
+        trainer(config(tmp_path, stare_objective=objective))
+# --- Methods with step-level hooks (docs/methods.md §9.5-§9.7, §9.10, §10.7-§10.9): refused by name; HAPO's loss alone
+# (``hapo_loss``: per-token clip bounds and advantage redistribution) trains inside TRL.
+
+
+@pytest.mark.parametrize("objective", ["hapo", "empg", "gtpo", "grpo_s", "cure", "ttrl", "empo", "seed_grpo"])
+def test_refuses_the_step_hook_methods_by_name(tmp_path, objective):
+    with pytest.raises(ValueError, match=f"objective '{objective}' .* only the stare trainer"):
+        trainer(config(tmp_path, stare_objective=objective))
+
+
+def test_hapo_loss_trains(tmp_path):
+    t = trainer(config(tmp_path, stare_objective="hapo_loss", stare_params={"signed_h": True}))
+    before = {n: p.detach().clone() for n, p in t.model.named_parameters()}
+    t.train()
+    assert all(not torch.equal(p.detach(), before[n]) for n, p in t.model.named_parameters())
+    logs = [h for h in t.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(0 < h["hapo/above_pivot_frac"] < 1 for h in logs)

@@ -27,7 +27,7 @@ verl = pytest.importorskip(
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, get_policy_loss_fn  # noqa: E402
 from verl.workers.config import FSDPActorConfig  # noqa: E402
 
-from stare import LossNormalizer, PolicyBatch, StatAccumulator, fit_plan, policy_loss  # noqa: E402
+from stare import LossNormalizer, PolicyBatch, StatAccumulator, policy_loss  # noqa: E402
 from stare.integrations.verl import (  # noqa: E402
     VERL_LOSS_NAMES,
     StarePolicyLossConfig,
@@ -72,7 +72,16 @@ CASES = [
     ("entroadv", {}, None),
     ("clip_cov", {}, {"seed": 3}),
     ("kl_cov", {}, None),
+    # issue 13, part A: the loss-side methods
+    ("ar", dict(reweight_k=0.3, neg_adv_weight=0.8), None),
+    ("aepo_agentic_loss", dict(entropy_adv_coef=0.5), None),
+    ("aepo_agentic_loss", dict(grad_coef_low=0.5, selection_scope="global"), None),
+    ("bapo", dict(target=1.0), None),
+    ("aspo", {}, None),
+    ("dppo", {}, None),
+    ("dppo", dict(divergence="kl"), None),
 ]
+PART_A_CLIPPED = ("ar", "aepo_agentic_loss", "bapo", "dppo")  # issue 13, part A: methods with verl's clip keys
 CLIP = dict(clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=10.0)
 
 
@@ -86,6 +95,8 @@ def core_params(name, params, mode):
         p.update(CLIP)
     elif name == "gspo":
         p.update(clip_ratio_low=0.2, clip_ratio_high=0.28)
+    elif name in PART_A_CLIPPED:
+        p.update(CLIP)
     return p
 
 
@@ -361,3 +372,32 @@ def test_bad_configuration_names_the_key():
         get_policy_loss_fn("stare")(**call, config=actor_config("stare", {"kl_coef": 0.1}))
     with pytest.raises(NotImplementedError, match="rollout_correction"):
         get_policy_loss_fn("stare")(**call, config=actor_config("stare"), rollout_is_weights=torch.ones_like(x["old"]))
+
+
+# --- Methods with step-level hooks (docs/methods.md §9.5-§9.7, §9.10, §10.7-§10.9): verl registers their losses but
+# refuses to run them (their rollout, rewards or advantages need the stare trainer); ``hapo_loss``, HAPO's loss
+# alone, runs and equals the core.
+
+
+@pytest.mark.parametrize("name", ["hapo", "empg", "gtpo", "grpo_s", "cure", "ttrl", "empo", "seed_grpo"])
+def test_step_hook_methods_are_refused_by_name(name):
+    x = tensors()
+    with pytest.raises(ValueError, match=f"objective '{name}' .* only the stare trainer"):
+        get_policy_loss_fn(VERL_LOSS_NAMES[name])(old_log_prob=x["old"], log_prob=x["cur"], advantages=x["adv"],
+                                                  response_mask=x["mask"], config=actor_config(VERL_LOSS_NAMES[name]))
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_hapo_loss_equals_core(signed):
+    x = tensors()
+    params = {"signed_h": signed}
+    cfg = actor_config(VERL_LOSS_NAMES["hapo_loss"], params)
+    lp = x["cur"].clone().requires_grad_()
+    with loss_inputs(entropy=x["ent"], old_entropy=x["old_ent"]):
+        loss, metrics = get_policy_loss_fn(VERL_LOSS_NAMES["hapo_loss"])(
+            old_log_prob=x["old"], log_prob=lp, advantages=x["adv"], response_mask=x["mask"], loss_agg_mode="token-mean",
+            config=cfg)
+    ref = policy_loss("hapo_loss", PolicyBatch(x["cur"], x["adv"], x["mask"], old_log_prob=x["old"], entropy=x["ent"],
+                                               old_entropy=x["old_ent"]), dict(params, **CLIP), validate=False)
+    torch.testing.assert_close(loss.detach(), ref.loss.detach(), rtol=1e-6, atol=1e-7)
+    assert "actor/hapo/redistributed_frac" in metrics

@@ -4,7 +4,6 @@ token dumps (JSONL + self-contained HTML), and nothing computed when they are of
 import json
 
 import pytest
-import torch
 
 from stare.train.config import load_config
 from stare.train.diagnostics import reflection_stats

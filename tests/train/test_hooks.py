@@ -14,10 +14,9 @@ import dataclasses
 import pytest
 import torch
 
-from stare.env.base import Example, Score
+from stare.env.base import Score
 from stare.lm import response_stats
 from stare.objectives import (
-    ClipParams,
     ControllerState,
     Objective,
     RolloutRow,
@@ -408,3 +407,15 @@ def test_two_pass_update_schedule(tmp_path, method):
     assert parts[0] == 0 and parts[-1] == 1 and all(not on for _, on, _ in seen)  # off-policy: two optimizer passes
     assert rec["actor/ppo_kl"] != 0  # the second pass sees ratios moved by the first
     assert "timing_s/old_log_prob" in rec  # a separate old pass, shared by both passes
+
+
+def test_hooks_report_metrics_with_the_step(tmp_path, method):
+    def advantages(data, p, state):
+        return data.advantages * 2, {"twice/abs_mean": float(data.advantages.abs().mean())}
+
+    def step_metrics(data, p, state):  # sees the final advantages
+        return {"twice/final_abs_mean": float(data.advantages.abs().mean())}
+
+    method("twice_test", advantages=advantages, step_metrics=step_metrics)
+    rec = trainer(tmp_path, "twice_test", trainer={"steps": 1}).train()[0]
+    assert rec["twice/final_abs_mean"] == pytest.approx(2 * rec["twice/abs_mean"])

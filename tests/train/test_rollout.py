@@ -3,7 +3,7 @@ tool-output tokens are masked out of the loss, also through the trainer."""
 
 import torch
 
-from stare.env.base import Example, Score
+from stare.env.base import Example
 from stare.train.config import load_config
 from stare.objectives import RolloutRequest
 from stare.train.rollout import HFBackend, TrainerSampler, default_rollout
@@ -89,3 +89,44 @@ def test_trainer_with_a_tool_env(tmp_path, monkeypatch):
     assert bool(((ids == nine) | (mask == 1) | (ids == tr.tokenizer.pad_token_id)).all())
     history = tr.train()
     assert len(history) == 3 and lengths
+
+
+class SurrogateEnv(SemicolonEnv):
+    """A tool whose output holds a lone surrogate, as ``print("\\ud800")`` in the calculator gives (issue 15)."""
+
+    def step(self, example, transcript):
+        return "9\ud800"
+
+
+class SurrogateTask(ContainsOneTask):
+    def tool_env(self):
+        return SurrogateEnv()
+
+
+def test_tool_output_the_tokenizer_cannot_encode_does_not_crash_the_rollout(tmp_path, monkeypatch):
+    from stare.train import tasks
+
+    monkeypatch.setitem(tasks.TASKS, "tool_surrogate", lambda cfg: SurrogateTask())
+    tr = Trainer(load_config(None, tiny_overrides(tmp_path, task={"name": "tool_surrogate"},
+                                                  rollout={"max_new_tokens": 16})), log=lambda m: None)
+    batch, _ = tr.rollout()  # raised TypeError in the tokenizer before
+    assert batch is not None and any("9\\ud800" in t for t in batch.texts)
+    for t in batch.texts:
+        t.encode("utf-8")
+
+
+class WarmingTask(ContainsOneTask):
+    waited = 0
+
+    def wait_ready(self):
+        WarmingTask.waited += 1
+
+
+def test_the_trainer_waits_for_the_tasks_workers_before_the_first_step(tmp_path, monkeypatch):
+    # issue 15: verifiers start when built and count start-up against a check's limit; the trainer waits
+    # for them once, after loading the model, so that the first step's checks do not find them cold
+    from stare.train import tasks
+
+    monkeypatch.setitem(tasks.TASKS, "warming", lambda cfg: WarmingTask())
+    Trainer(load_config(None, tiny_overrides(tmp_path, task={"name": "warming"})), log=lambda m: None)
+    assert WarmingTask.waited == 1

@@ -36,7 +36,7 @@ from urllib.parse import urlparse
 
 from ..answers import normalize_answer
 from ..base import Example
-from .schema import DataError, dedup_key, row_to_example
+from .schema import DataError, DataFileNotFound, dedup_key, row_to_example
 
 __all__ = ["DedupResult", "dedup_examples", "load_examples", "read_rows"]
 
@@ -161,7 +161,7 @@ def read_rows(
         raise DataError(f"{path}: not a file (give a .parquet, .jsonl or .json file)")
     if _HUB_ID.fullmatch(text):
         return _hub_rows(text, split, hub_config, hub_timeout_s), text.split("/")[-1]
-    raise FileNotFoundError(f"{text}: no such file, and not a hub id of the form owner/name or hf://owner/name")
+    raise DataFileNotFound(f"{text}: no such file, and not a hub id of the form owner/name or hf://owner/name")
 
 
 @dataclass
@@ -223,8 +223,8 @@ def load_examples(
     dedup: remove repeated prompts (``dedup_examples``).
     limit: keep the first ``limit`` examples (after deduplication).
     """
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise DataError(f"limit: must be an integer >= 0 (or null for all), got {limit!r}")
     rows, default_source = read_rows(source, split=split, hub_config=hub_config, hub_timeout_s=hub_timeout_s)
     examples = [
         row_to_example(row, where=where, default_source=default_source, template=template, fields=fields)

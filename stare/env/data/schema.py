@@ -32,18 +32,24 @@ import math
 import unicodedata
 from typing import Any, Mapping
 
+from ...checks import UserError
 from ..base import Example
+from ..text import encodable
 from .templates import apply_template, strip_instruction
 
-__all__ = ["DataError", "dedup_key", "row_to_example"]
+__all__ = ["DataError", "DataFileNotFound", "dedup_key", "row_to_example"]
 
 QUESTION_KEYS = ("problem", "question", "prompt")
 ANSWER_KEYS = ("answer", "final_answer", "ground_truth")
 ROLES = ("system", "user", "assistant")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A dataset row that cannot be used; the message names the file, the row and the field."""
+
+
+class DataFileNotFound(DataError, FileNotFoundError):
+    """A data source that is neither a file nor a hub id."""
 
 
 def _literal(value: Any, where: str, name: str, kind: type) -> Any:
@@ -171,6 +177,8 @@ def row_to_example(
         skey = fields.get("source") or _first(row, ("data_source", "source"))
         source = row.get(skey) if skey else None
         source = source if isinstance(source, str) and source else default_source
-    messages = _retemplate(prompt, template)
+    # a lone surrogate (a "\ud800" escape in a JSON file) is kept as its escape: tokenizers cannot encode it
+    messages = [{"role": m["role"], "content": encodable(m["content"])} for m in _retemplate(prompt, template)]
+    answer = encodable(answer)
     uid = hashlib.sha1(dedup_key(messages).encode("utf-8")).hexdigest()[:16]
     return Example(prompt=messages, answer=answer, source=str(source), uid=uid, meta=meta)

@@ -26,6 +26,7 @@ import difflib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ...checks import UserError
 from ..procpool import CallTimeout, ProcessPool, WorkerDied, WorkerError
 from ..answers import after_thinking, last_answer_tag, to_text
 from ..base import Example, Score
@@ -117,24 +118,25 @@ class GymTask:
         if isinstance(names, Mapping):
             configs = {n: dict(c or {}) for n, c in names.items()}
         if not configs:
-            raise ValueError("no reasoning-gym task named")
+            raise UserError("names: no reasoning-gym task named")
         for n in configs:
             if n in DENYLIST:
-                raise ValueError(f"reasoning-gym task {n!r} is excluded: {DENYLIST[n]}")
+                raise UserError(f"names: reasoning-gym task {n!r} is excluded: {DENYLIST[n]}")
             if n not in DATASETS:
                 close = difflib.get_close_matches(n, list(DATASETS), n=3)
-                raise ValueError(f"unknown reasoning-gym task {n!r}; did you mean {close}? "
-                                 f"({len(DATASETS) - len(DENYLIST)} available: see available_tasks())")
+                hint = f"did you mean {close}? " if close else ""
+                raise UserError(f"names: unknown reasoning-gym task {n!r}; {hint}"
+                                f"({len(DATASETS) - len(DENYLIST)} available: see available_tasks())")
             for key in ("seed", "size"):
                 if key in configs[n]:
-                    raise ValueError(f"{n}: set {key!r} through GymTask's own argument, not the config")
+                    raise UserError(f"names: {n}: set {key!r} through GymTask's own argument, not the config")
         if "{question}" not in instruction:
-            raise ValueError("instruction must contain '{question}'")
+            raise UserError("instruction: must contain '{question}'")
         if system_prompt is not None:
             from reasoning_gym.utils import SYSTEM_PROMPTS
 
             if system_prompt not in SYSTEM_PROMPTS:
-                raise ValueError(f"unknown system_prompt {system_prompt!r}; valid: {sorted(SYSTEM_PROMPTS)}")
+                raise UserError(f"system_prompt: unknown system_prompt {system_prompt!r}; valid: {sorted(SYSTEM_PROMPTS)}")
             self._system = SYSTEM_PROMPTS[system_prompt]
         else:
             self._system = None
@@ -144,19 +146,24 @@ class GymTask:
         self.seeds = {"train": seed, "test": seed + TEST_SEED_OFFSET}
         self.partial_credit = partial_credit
         if untagged_answer not in ("none", "last_number"):
-            raise ValueError(f"untagged_answer must be 'none' or 'last_number', got {untagged_answer!r}")
+            raise UserError(f"untagged_answer: must be 'none' or 'last_number', got {untagged_answer!r}")
         self.untagged_answer = untagged_answer
         self.instruction = instruction
         self.max_answer_chars = max_answer_chars
         self._cache: dict[str, list[Example]] = {}
         self._pool_args = dict(num_workers=num_workers, timeout_s=timeout_s, memory_mb=2048)
         self._pool: ProcessPool | None = None
+        self.pool  # the workers start now (a call's limit counts their start-up, so they start early)
 
     @property
     def pool(self) -> ProcessPool:
         if self._pool is None:
             self._pool = ProcessPool(_HANDLER, **self._pool_args)
         return self._pool
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Block until the scoring workers have started (a score made before may time out: 0)."""
+        self.pool.wait_ready(timeout_s)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -1,7 +1,7 @@
 """Math tasks over loaded data: short and long chain of thought, scored by ``MathVerifier``.
 
 ``MathTask`` holds train and test examples (from ``stare.env.data.load_examples`` or built by hand) and a
-``MathVerifier`` whose math-verify workers start on the first score that needs them. ``score_batch``
+``MathVerifier`` whose math-verify workers start when the task is built (after its data has loaded). ``score_batch``
 keeps up to ``num_workers`` checks in flight.
 
 The two families of the STARE paper:
@@ -52,14 +52,18 @@ class MathTask:
         test: Sequence[Example] = (),
         *,
         name: str = "math",
-        verifier: MathVerifier | None = None,
+        verifier: MathVerifier | dict[str, Any] | None = None,
         correct_reward: float = 1.0,
         wrong_reward: float = 0.0,
         overlong: OverlongConfig | None = None,
     ):
         self.name = name
         self._splits = {"train": list(train), "test": list(test)}
-        self.verifier = verifier if verifier is not None else MathVerifier()
+        # a dict: the arguments of the MathVerifier to build, once the data has loaded (its workers start
+        # at once, so a data error should come first)
+        if verifier is None or isinstance(verifier, dict):
+            verifier = MathVerifier(**(verifier or {}))
+        self.verifier = verifier
         self.correct_reward = float(correct_reward)
         self.wrong_reward = float(wrong_reward)
         self.overlong = overlong
@@ -101,13 +105,13 @@ class MathTask:
         test: Sources = None,
         *,
         overlong: OverlongConfig | None = None,
-        verifier: MathVerifier | None = None,
+        verifier: MathVerifier | dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> "MathTask":
         """Long chain of thought: the answer must follow ``</think>``; DAPO overlong shaping on."""
         kwargs.setdefault("template", "boxed")
         kwargs.setdefault("name", "math-long-cot")
-        verifier = verifier if verifier is not None else MathVerifier(think_required=True)
+        verifier = verifier if verifier is not None else {"think_required": True}
         return cls.from_sources(
             train, test, overlong=overlong if overlong is not None else OverlongConfig(), verifier=verifier, **kwargs
         )
@@ -127,6 +131,11 @@ class MathTask:
     def score_batch(self, examples: Sequence[Example], responses: Sequence[Any]) -> list[Score]:
         scores = self.verifier.score_many([e.answer for e in examples], responses)
         return [self._reward(s) for s in scores]
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Block until the verifier's workers have started (a check made before counts their start-up
+        against its time limit, and scores 0 if it runs out)."""
+        self.verifier.wait_ready(timeout_s)
 
     def close(self) -> None:
         """Stop the verifier's worker processes (they also stop at exit)."""

@@ -4,7 +4,9 @@
 ``$STARE_CACHE`` (default ``~/.cache/stare``) in a folder named by the hash of its configuration
 (``TestbedConfig`` or ``ExploreConfig``; ``cache_name()``). The
 folder is written to a temporary name and renamed when complete, so an interrupted build leaves nothing
-that looks finished. Deterministic given the seed (on one machine and thread count).
+that looks finished. Deterministic given the seed (on one machine and thread count). The model is
+always returned as loaded from the cache folder, and a build leaves torch's global generator as it
+found it, so a run that builds the model and one that finds it cached are the same run.
 """
 
 from __future__ import annotations
@@ -81,11 +83,18 @@ def load_or_build(cfg=None, *, cache_dir: Path | None = None, log=print):
     cfg = cfg or TestbedConfig()
     root = Path(cache_dir) if cache_dir else cache_root()
     final = root / cfg.cache_name()
-    if (final / "build.json").exists():
-        tok = PreTrainedTokenizerFast.from_pretrained(final)
-        tok.padding_side = "left"
-        model = LlamaForCausalLM.from_pretrained(final, use_safetensors=True).eval()
-        return model, tok
+    if not (final / "build.json").exists():
+        # the build seeds and draws from torch's global generator: fork it, so that a run that builds the
+        # model samples exactly what a run that finds it in the cache samples
+        with torch.random.fork_rng(devices=[]):
+            _build(cfg, root, final, log)
+    tok = PreTrainedTokenizerFast.from_pretrained(final)
+    tok.padding_side = "left"
+    model = LlamaForCausalLM.from_pretrained(final, use_safetensors=True).eval()
+    return model, tok
+
+
+def _build(cfg, root: Path, final: Path, log) -> None:
     log and log(f"building the testbed base model (config {cfg.digest()}), cached in {final}")
     tok = build_tokenizer(cfg.charset)
     torch.manual_seed(cfg.seed)
@@ -106,4 +115,3 @@ def load_or_build(cfg=None, *, cache_dir: Path | None = None, log=print):
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    return model, tok

@@ -60,6 +60,37 @@ class TestbedConfig:
 
     kind = "addition"  # the testbed's name in ``model.testbed.task`` (a class attribute: not hashed)
 
+    def __post_init__(self) -> None:
+        """Refuse values the build would fail on (a raw torch error) or hang on (more distinct test prompts
+        than exist), naming the ``model.testbed`` key."""
+
+        def bad(key: str, why: str) -> ValueError:
+            return ValueError(f"model.testbed.{key}: {why}, got {getattr(self, key)!r}")
+
+        for key in ("max_value", "sft_examples", "sft_steps", "sft_batch", "hidden_size", "layers", "heads",
+                    "train_prompts", "test_prompts"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise bad(key, "must be an integer >= 1")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise bad("seed", "must be an integer")
+        for key, low, high in (("corrupt_frac", 0.0, 1.0), ("sft_lr", 0.0, 1.0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high) \
+                    or (key == "sft_lr" and value == 0):
+                raise bad(key, f"must be a number in {'(0, 1]' if key == 'sft_lr' else '[0, 1]'}")
+        risk = self.pair_risk
+        if not isinstance(risk, (list, tuple)) or len(risk) != 3 or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in risk):
+            raise bad("pair_risk", "must be three numbers >= 0 (slip-rate multipliers of the three first pairs)")
+        if self.hidden_size % self.heads or (self.hidden_size // self.heads) % 2:
+            raise bad("heads", f"must divide model.testbed.hidden_size ({self.hidden_size}) into an even head "
+                      f"size (rotary embeddings)")
+        distinct = (self.max_value + 1) ** 3
+        if self.test_prompts >= distinct:
+            raise bad("test_prompts", f"must be below the {distinct:,} distinct prompts of max_value "
+                      f"{self.max_value} (the training prompts are drawn from the rest)")
+
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 

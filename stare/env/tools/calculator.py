@@ -19,11 +19,20 @@ Refused: imports (``math`` is already there), ``def``/``lambda``/``class``, any 
 and every builtin not in the table (``open``, ``__import__``, ``eval``, ``getattr``, ``type`` ...).
 
 Bounds, so that no single operation can take long or allocate much: integers stay under
-``MAX_INT_BITS`` bits (checked *before* ``**``, ``*``, ``<<``, ``factorial``, ``comb``, ``perm``),
-sequences under ``MAX_LEN`` elements, nesting under ``MAX_DEPTH``; a work budget of ``MAX_STEPS`` units
-is charged per node, per loop iteration, per element allocated and per 64 bits of big-integer work,
-so infinite loops and memory bombs end with "step limit reached". Printed output is cut at
-``MAX_OUTPUT`` characters.
+``MAX_INT_BITS`` bits (checked *before* ``**``, ``*``, ``<<``, ``factorial``, ``comb``, ``perm``, and
+for Fraction exponents and Fraction strings), sequences under ``MAX_LEN`` elements, nesting under
+``MAX_DEPTH``; a work budget of ``MAX_STEPS`` units is charged per node, per loop iteration, per
+element allocated and per 64 bits of big-integer work, so infinite loops and memory bombs end with
+"step limit reached". Printed output is cut at ``MAX_OUTPUT`` characters.
+
+Work that Python's C code does element by element is charged *before* it runs, from a bounded walk
+of the values involved (``Meter``): comparisons and membership of nested values (``==``, ``<``,
+``in``, ``list.count``/``index``, ``sort``, ``sorted``, ``min``/``max``), hashing (sets; a value nested
+deeper than ``MAX_DEPTH`` is refused, as hashing it would overflow the C stack), sets whose elements
+share a hash value (each such group costs quadratic time; the groups are counted, with keys that
+cannot collide, before the set is built, and membership tests pay for the largest group), moving a
+list's elements (``insert``, ``pop(i)``, ``reverse``), big-integer division, ``pow`` with a modulus,
+and ``str`` of a big integer. ``x in range(...)`` is answered in constant time for any ``x``.
 
 This module imports only the standard library: ``stare.env.tools.sandbox`` runs it in a separate process
 (``ProcessPool``) with CPU-time and address-space limits, so that a bug here cannot reach the trainer.
@@ -40,8 +49,12 @@ MAX_INT_BITS = 14_000  # ~4,200 decimal digits, under Python's own 4,300-digit s
 MAX_LEN = 100_000
 MAX_OUTPUT = 4_000
 MAX_DEPTH = 100
+WALK_PER_UNIT = 16  # nodes of a value the meter visits per unit of work (Python-level walking)
+COMPARES_PER_UNIT = 32  # element comparisons or hash probes of C code per unit of work
+MAX_EXPONENT_DIGITS = 4_300  # Fraction("1e...") exponents: beyond this the integer would be too large
 
 _LOG2_10 = math.log2(10)
+_CONTAINERS = (list, tuple, set)
 
 
 class CalcError(Exception):
@@ -118,6 +131,7 @@ class _Interp:
         self.steps = 0
         self.depth = 0
         self.line = 0
+        self.sets = {}  # id -> (the set, its largest group of distinct elements sharing a hash value)
 
     # -- budget and output ---------------------------------------------------------------------
 
@@ -125,6 +139,161 @@ class _Interp:
         self.steps += n
         if self.steps > MAX_STEPS:
             raise CalcError(f"step limit reached ({MAX_STEPS:,} units of work): the calculator is for short computations")
+
+    def room(self):
+        """Units of work left in the budget."""
+        return max(0, MAX_STEPS - self.steps)
+
+    # -- metering of work done by C code -------------------------------------------------------
+
+    def walk(self, value, memo=None):
+        """Tree size of ``value``: the nodes a comparison or a hash of it can visit (the value, each
+        element of its nested lists, tuples and sets counted once per path, as C code visits a shared
+        sub-list each time it occurs, and an integer's 64-bit words). Computed once per distinct
+        container (``memo``: id -> (size, height)), so the walk itself costs the number of distinct
+        elements, which is charged. A value nested deeper than ``MAX_DEPTH`` (hashing it would
+        overflow the C stack) or a list that contains itself is refused."""
+        t = type(value)
+        if t not in _CONTAINERS:
+            return 1 + (_bits(value) >> 6 if t is int or t is Fraction else 0)
+        if memo is None and len(value) <= 32:  # the common case: a short flat tuple or list
+            for x in value:
+                if type(x) in _CONTAINERS:
+                    break
+            else:
+                return 1 + len(value)
+        memo = {} if memo is None else memo
+        known = memo.get(id(value))
+        if known is not None:
+            return known[0]
+        on_path = {id(value)}
+        stack = [[value, iter(value), 1 + len(value), 1]]  # container, its iterator, size so far, height
+        elements = len(value)
+        while stack:
+            frame = stack[-1]
+            for x in frame[1]:
+                tx = type(x)
+                if tx in _CONTAINERS:
+                    known = memo.get(id(x))
+                    if known is None:
+                        if id(x) in on_path:
+                            raise CalcError("a list that contains itself cannot be compared or hashed")
+                        if len(stack) >= MAX_DEPTH:
+                            raise CalcError(f"value nested too deeply (more than {MAX_DEPTH} levels) to compare "
+                                            f"or hash")
+                        on_path.add(id(x))
+                        elements += len(x)
+                        stack.append([x, iter(x), 1 + len(x), 1])
+                        break  # descend; this frame's iterator resumes afterwards
+                    if len(stack) + known[1] > MAX_DEPTH:
+                        raise CalcError(f"value nested too deeply (more than {MAX_DEPTH} levels) to compare or hash")
+                    frame[2] += known[0]
+                    frame[3] = max(frame[3], known[1] + 1)
+                elif tx is int or tx is Fraction:
+                    frame[2] += _bits(x) >> 6
+            else:
+                stack.pop()
+                on_path.discard(id(frame[0]))
+                memo[id(frame[0])] = (frame[2], frame[3])
+                if stack:
+                    stack[-1][2] += frame[2]
+                    stack[-1][3] = max(stack[-1][3], frame[3] + 1)
+        self.tick(elements // WALK_PER_UNIT)
+        return memo[id(value)][0]
+
+    def charge_compares(self, count):
+        if count >= COMPARES_PER_UNIT:
+            self.tick(int(count) // COMPARES_PER_UNIT)
+
+    def compare(self, kind, a, b):
+        """``a <op> b`` for ==, !=, <, <=, >, >=, charged for what the C code compares."""
+        if type(a) in _CONTAINERS or type(b) in _CONTAINERS:
+            if kind in (ast.Eq, ast.NotEq) and type(a) is type(b) and len(a) != len(b):
+                pass  # unequal lengths: decided at once
+            elif isinstance(a, set) and isinstance(b, set):
+                small, big = (a, b) if len(a) <= len(b) else (b, a)
+                self.charge_compares(len(small) * (1 + self.collisions(big)) * self.walk(small) / max(1, len(small)))
+            else:
+                self.charge_compares(min(self.walk(a), self.walk(b)))
+        return _COMPARE[kind](a, b)
+
+    def contains(self, x, seq):
+        """``x in seq``, charged; constant time for ranges."""
+        if isinstance(seq, range):
+            return _in_range(x, seq)
+        tx = type(x)
+        if isinstance(seq, set):
+            if tx is int:
+                nx = 1 + (x.bit_length() >> 6)
+            else:
+                nx = 1 if tx is float or tx is str else self.walk(x)  # refuses deep nesting before hash() recurses
+            self.charge_compares(nx * (1 + self.collisions(seq)))
+        elif isinstance(seq, (list, tuple)):
+            if tx is int or tx is float or tx is bool or tx is str or x is None:
+                self.charge_compares(len(seq) * (1 + (x.bit_length() >> 6 if tx is int else 0)))
+            else:
+                self.charge_compares(self.scan_cost(x, seq))
+        elif isinstance(seq, str) and isinstance(x, str):
+            self.tick((len(seq) + len(x)) >> 8)
+        return x in seq
+
+    def scan_cost(self, x, seq):
+        """Element comparisons of a linear search for ``x`` in ``seq``: at most len(seq) x size(x), and at
+        most the size of ``seq``."""
+        return min(len(seq) * self.walk(x), self.walk(seq))
+
+    def charge_ordering(self, items, sort):
+        """Before sorting ``items`` (sort=True) or taking their min/max: element comparisons, each at most
+        the size of the elements compared."""
+        n = len(items)
+        if n < 2:
+            return
+        size = self.walk(items if isinstance(items, list) else list(items))
+        self.charge_compares(size * (max(1, math.ceil(math.log2(n))) if sort else 1))
+
+    def collisions(self, s):
+        """The largest number of distinct elements of set ``s`` that share one hash value."""
+        known = self.sets.get(id(s))
+        if known is not None and known[0] is s:
+            return known[1]
+        return self.hash_groups(list(s))[0]
+
+    def hash_groups(self, items):
+        """(largest group, comparisons) of distinct values sharing a hash value among ``items``, charged.
+        Building a set compares each new element with every distinct element of equal hash already
+        there, so a group of d costs about d^2 / 2 comparisons; sets of integers that differ by
+        multiples of 2^61 - 1 (or crafted tuples) make such groups. The groups are formed by exact hash
+        value (as bytes: a dict keyed by them cannot be made to collide), and distinct values are
+        counted with byte keys of the values."""
+        groups, memo = {}, {}
+        size = 0
+        for x in items:
+            size += self.walk(x, memo)  # also refuses values nested too deeply to hash
+            groups.setdefault(hash(x).to_bytes(8, "little", signed=True), []).append(x)
+        largest, compares = 1, 0
+        for group in groups.values():
+            if len(group) > 1:
+                self.tick(len(group) // WALK_PER_UNIT)
+                d = len({_value_key(x) for x in group})
+                largest = max(largest, d)
+                compares += d * (d - 1) // 2 * max(1, size // max(1, len(items)))
+        self.charge_compares(compares)
+        return largest, compares
+
+    def make_set(self, items):
+        """``set(items)``, after charging the hashing and any hash collisions."""
+        items = list(items)
+        largest = self.hash_groups(items)[0] if items else 1
+        out = self.check(set(items))
+        self.sets[id(out)] = (out, largest)
+        return out
+
+    def set_binop(self, kind, a, b):
+        """``a | b``, ``a & b``, ``a - b``, ``a ^ b`` of sets: charged like building a set of both."""
+        out = _BINOPS[kind](a, b)
+        largest = self.hash_groups(list(a) + list(b))[0]
+        self.sets[id(out)] = (out, largest)
+        return self.check(out)
 
     def write(self, text):
         room = MAX_OUTPUT - self.out_len
@@ -172,7 +341,11 @@ class _Interp:
             return (left + ", ".join(parts) + tail + right)[:limit]
         if isinstance(value, range):
             return repr(value)[:limit]
-        self.tick(_bits(value) >> 6 if isinstance(value, (int, Fraction)) else 1)
+        if isinstance(value, (int, Fraction)):
+            words = _bits(value) >> 6
+            self.tick(words + words * words // 128)  # int -> decimal text is quadratic in the digits
+        else:
+            self.tick()
         return str(value)[:limit]
 
     # -- iteration -----------------------------------------------------------------------------
@@ -343,6 +516,12 @@ class _Interp:
     def binop(self, op, a, b):
         kind = type(op)
         if kind is ast.Pow:
+            # An integral Fraction exponent is an int exponent, so that it is sized like one; the result
+            # type is Python's (int ** Fraction(n >= 0) is an int, otherwise a Fraction).
+            if isinstance(b, Fraction) and b.denominator == 1 and isinstance(a, (int, Fraction)):
+                n = b.numerator
+                base = a if isinstance(a, Fraction) or n >= 0 else Fraction(a)
+                return self.binop(op, base, n)
             # Exact results (int ** non-negative int, Fraction ** int) are sized before computing;
             # 0, 1 and -1 stay small; int ** negative int is a float.
             exact = isinstance(b, int) and (
@@ -372,10 +551,20 @@ class _Interp:
         if kind is ast.Add and isinstance(a, (str, list, tuple)) and isinstance(b, (str, list, tuple)):
             if len(a) + len(b) > MAX_LEN:
                 raise CalcError(f"sequence too long ({len(a) + len(b):,} > {MAX_LEN:,} elements)")
+        if kind in (ast.FloorDiv, ast.Mod):
+            self.charge_division(a, b)
+        if kind in (ast.BitOr, ast.BitAnd, ast.Sub, ast.BitXor) and isinstance(a, set) and isinstance(b, set):
+            return self.set_binop(kind, a, b)
         fn = _BINOPS.get(kind)
         if fn is None:
             raise CalcError(f"operator {kind.__name__} is not supported")
         return self.check(fn(a, b))
+
+    def charge_division(self, a, b):
+        """Big-integer division costs about (words of a - words of b) x words of b."""
+        if isinstance(a, (int, Fraction)) and isinstance(b, (int, Fraction)):
+            wa, wb = _bits(a) >> 6, _bits(b) >> 6
+            self.tick(max(0, wa - wb + 1) * wb // 64)
 
     def e_unaryop(self, node):
         value = self.eval(node.operand)
@@ -401,10 +590,16 @@ class _Interp:
         left = self.eval(node.left)
         for op, comparator in zip(node.ops, node.comparators):
             right = self.eval(comparator)
-            fn = _COMPARE.get(type(op))
-            if fn is None:
-                raise CalcError(f"comparison {type(op).__name__} is not supported")
-            if not fn(left, right):
+            kind = type(op)
+            if kind not in _COMPARE:
+                raise CalcError(f"comparison {kind.__name__} is not supported")
+            if kind in (ast.In, ast.NotIn):
+                result = self.contains(left, right) == (kind is ast.In)
+            elif kind in (ast.Is, ast.IsNot):
+                result = _COMPARE[kind](left, right)
+            else:
+                result = self.compare(kind, left, right)
+            if not result:
                 return False
             left = right
         return True
@@ -449,6 +644,11 @@ class _Interp:
             if args:
                 raise CalcError("sort() takes no arguments here")
             self.tick(len(obj))
+            self.charge_ordering(obj, sort=True)
+        elif name in ("count", "index") and args:
+            self.charge_compares(self.scan_cost(args[0], obj))
+        elif name in ("insert", "reverse") or (name == "pop" and args):
+            self.tick((len(obj) >> 11) + 1)  # elements moved
         return getattr(obj, name)(*args)
 
     def e_attribute(self, node):
@@ -490,7 +690,7 @@ class _Interp:
         return self.check(tuple(self.eval(e) for e in _plain_elts(node)))
 
     def e_set(self, node):
-        return self.check({self.eval(e) for e in _plain_elts(node)})
+        return self.make_set([self.eval(e) for e in _plain_elts(node)])
 
     def comprehension(self, generators, element, out):
         saved = dict(self.vars)
@@ -519,7 +719,7 @@ class _Interp:
         return self.check(self.comprehension(node.generators, node.elt, []))
 
     def e_setcomp(self, node):
-        return self.check(set(self.comprehension(node.generators, node.elt, [])))
+        return self.make_set(self.comprehension(node.generators, node.elt, []))
 
     def e_joinedstr(self, node):
         pieces = []
@@ -601,6 +801,47 @@ _BLOCKED_BUILTINS = frozenset({
 _SAFE_SPEC = re.compile(r"(?:.?[<>=^])?[+\- ]?#?0?\d{0,3}[,_]?(?:\.\d{1,3})?[bcdeEfFgGnosxX%]?")
 
 
+def _in_range(x, r):
+    """``x in r`` in constant time (CPython scans a range element by element for anything but an int)."""
+    if isinstance(x, bool) or isinstance(x, int):
+        return x in r
+    if isinstance(x, complex):
+        if x.imag != 0:
+            return False
+        x = x.real
+    if isinstance(x, float):
+        if not math.isfinite(x) or x != int(x):
+            return False
+        return int(x) in r
+    if isinstance(x, Fraction):
+        return x.denominator == 1 and x.numerator in r
+    return False  # no other type equals an int
+
+
+def _value_key(x):
+    """Bytes that differ for values that differ (equal numbers of different types may differ too, which
+    only over-counts): used to count distinct values without hashing them."""
+    if isinstance(x, bool):
+        x = int(x)
+    if isinstance(x, int):
+        return b"i" + x.to_bytes((x.bit_length() + 8) // 8 + 1, "little", signed=True)
+    if isinstance(x, Fraction):
+        return b"q" + _value_key(x.numerator) + b"/" + _value_key(x.denominator)
+    if isinstance(x, float):
+        return b"f" + (x.hex() if x == x else f"nan{id(x)}").encode()
+    if isinstance(x, complex):
+        return b"c" + _value_key(x.real) + _value_key(x.imag)
+    if isinstance(x, str):
+        data = x.encode("utf-8", "surrogatepass")
+        return b"s" + len(data).to_bytes(8, "little") + data
+    if isinstance(x, tuple):
+        parts = [_value_key(v) for v in x]
+        return b"(" + b"".join(len(p).to_bytes(8, "little") + p for p in parts) + b")"
+    if isinstance(x, range):
+        return b"r" + repr((len(x), x.start if len(x) else 0, x.step if len(x) > 1 else 0)).encode()
+    return b"o" + repr(x).encode()[:64] + str(id(x)).encode()
+
+
 def _type_name(value):
     if isinstance(value, _Fn):
         return f"function {value.name}"
@@ -647,6 +888,7 @@ def _aggregate(fn):
             items = list(args)
         if not items:
             raise CalcError(f"{fn.__name__}() of an empty sequence")
+        it.charge_ordering(items, sort=False)
         return fn(items)
 
     return impl
@@ -654,11 +896,12 @@ def _aggregate(fn):
 
 def _sum(it, iterable, start=0):
     total = start
+    add = ast.Add()
     for x in it.iterate(iterable):
-        if isinstance(total, (int, Fraction)) and isinstance(x, (int, Fraction)):
+        if type(total) is int and type(x) is int:
             total = it.check(total + x)
         else:
-            total = total + x
+            total = it.binop(add, total, x)  # bounded and charged like +: sums of lists or strings too
     return total
 
 
@@ -680,7 +923,16 @@ def _round(it, x, ndigits=None):
 def _pow(it, base, exp, mod=None):
     if mod is None:
         return it.binop(ast.Pow(), base, exp)
+    if all(isinstance(x, int) for x in (base, exp, mod)) and mod:
+        # square-and-multiply: bits(exp) steps, each a product and a division of mod-sized numbers
+        words = (_bits(mod) >> 6) + 1
+        it.tick(_bits(exp) * words * words // 32 + (_bits(base) >> 6) * words // 64)
     return pow(base, exp, mod)
+
+
+def _divmod(it, a, b):
+    it.charge_division(a, b)
+    return divmod(a, b)
 
 
 def _int(it, x=0, base=None):
@@ -714,6 +966,7 @@ def _range(it, *args):
 def _sorted(it, iterable, reverse=False):
     items = it.materialize(iterable)
     it.tick(len(items))
+    it.charge_ordering(items, sort=True)
     return sorted(items, reverse=bool(reverse))
 
 
@@ -749,9 +1002,16 @@ def _perm(it, n, k=None):
     return math.perm(n, k)
 
 
+_EXPONENT = re.compile(r"[eE]\s*([+-]?)\s*0*(\d+)")
+
+
 def _fraction(it, a=0, b=None):
-    if isinstance(a, str) and len(a) > 200:
-        raise CalcError("Fraction(): string too long")
+    if isinstance(a, str):
+        if len(a) > 200:
+            raise CalcError("Fraction(): string too long")
+        m = _EXPONENT.search(a)
+        if m and int(m.group(2)) > MAX_EXPONENT_DIGITS:  # at most 200 characters: int() of them is cheap
+            raise CalcError(f"Fraction(): exponent too large (at most {MAX_EXPONENT_DIGITS:,} digits)")
     return Fraction(a) if b is None else Fraction(a, b)
 
 
@@ -769,7 +1029,7 @@ FUNCTIONS = {
         ("sum", _sum, ()),
         ("round", _round, ()),
         ("pow", _pow, ()),
-        ("divmod", _plain(divmod), ()),
+        ("divmod", _divmod, ()),
         ("int", _int, ()),
         ("float", _plain(float), ()),
         ("bool", _plain(bool), ()),
@@ -778,7 +1038,7 @@ FUNCTIONS = {
         ("range", _range, ()),
         ("list", lambda it, x=(): it.materialize(x), ()),
         ("tuple", lambda it, x=(): tuple(it.materialize(x)), ()),
-        ("set", lambda it, x=(): set(it.materialize(x)), ()),
+        ("set", lambda it, x=(): it.make_set(it.materialize(x)), ()),
         ("sorted", _sorted, ("reverse",)),
         ("reversed", lambda it, x: list(reversed(it.materialize(x))), ()),
         ("enumerate", _enumerate, ()),

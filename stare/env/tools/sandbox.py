@@ -15,7 +15,9 @@ A worker killed by 2 or 3 is replaced, and the model gets a clean message. ``run
 rollout keeps going whatever the code does.
 
 Defaults: 5 s wall clock, 3 CPU-seconds, 256 MiB (the interpreter's own budget, ``MAX_STEPS``, ends
-loops in about 1 s; the process limits only matter if it has a bug).
+loops in about 1 s; the process limits only matter if it has a bug). The workers start when the
+sandbox is built; ``num_workers`` calls run at once (``run_tool_episodes`` runs that many tool calls of
+a batch in parallel). Output is returned through ``stare.env.text.encodable``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 from pathlib import Path
 
 from ..procpool import CallTimeout, ProcessPool, WorkerDied, WorkerError
+from ..text import encodable
 
 __all__ = ["CALCULATOR", "Sandbox"]
 
@@ -44,11 +47,13 @@ class Sandbox:
         handler: str | os.PathLike = CALCULATOR,
     ):
         self.timeout_s = timeout_s
+        self.num_workers = num_workers
         self._pool_args = dict(
             num_workers=num_workers, timeout_s=timeout_s, cpu_s=cpu_s, memory_mb=memory_mb
         )
         self._handler = handler
         self._pool: ProcessPool | None = None
+        self.pool  # start the workers now
 
     @property
     def pool(self) -> ProcessPool:
@@ -60,7 +65,9 @@ class Sandbox:
         """The calculator's output for ``code``, or a one-line error; never raises."""
         try:
             out = self.pool.call("run", code)
-        except CallTimeout:
+        except CallTimeout as e:
+            if e.startup:
+                return f"Error: the calculator was not ready within {self.timeout_s:g} s; try again"
             return f"Error: time limit exceeded ({self.timeout_s:g} s); the calculator was restarted"
         except WorkerDied:
             return "Error: the calculator process was stopped (CPU-time or memory limit); it was restarted"
@@ -68,9 +75,15 @@ class Sandbox:
             return f"Error: the calculator failed ({str(e)[:200]})"
         except RuntimeError as e:  # the worker could not start
             return f"Error: the calculator is unavailable ({str(e)[:200]})"
-        return out if isinstance(out, str) else "Error: the calculator returned no text"
+        return encodable(out) if isinstance(out, str) else "Error: the calculator returned no text"
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -43,6 +43,7 @@ class VerifierStats:
     fast_path: int = 0  # equal to the reference after normalisation
     verified: int = 0  # sent to math-verify (and it answered)
     timeouts: int = 0
+    not_ready: int = 0  # of the timeouts: the limit passed while waiting for a starting worker
     worker_errors: int = 0  # worker died or the handler raised
     eval_blocked: int = 0  # something inside math-verify tried eval and was refused (scored 0)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -57,11 +58,14 @@ class MathVerifier:
     """Scores math responses against reference answers; thread-safe, time-limited, never raises on
     model output.
 
-    num_workers: math-verify processes (started on first need; each ~1 s to start, ~100 MB), plus one
-        spare that replaces a worker killed at the time limit without a wait.
-    timeout_s: wall-clock limit per math-verify call. The slowest legitimate check measured on the
-        shipped benchmarks' answers took 0.74 s (docs/data_and_rewards.md); adversarial inputs hit
-        the limit, so each returns within it plus the kill (a few ms).
+    num_workers: math-verify processes (started when the verifier is built; each 1.7-3 s to start,
+        ~100 MB), plus one spare that replaces a worker killed at the time limit without a wait.
+    timeout_s: wall-clock limit per math-verify call, counted from the call: a wait for a worker that
+        is still starting is part of it, so every call returns within the limit plus the kill (a few
+        ms). The slowest legitimate check measured on the shipped benchmarks' answers took 0.74 s
+        (docs/data_and_rewards.md). A check made before the workers are up (the first seconds
+        after the verifier is built) scores 0 when the limit passes first (``stats.not_ready``);
+        ``wait_ready()`` waits for them.
     memory_mb: address-space limit of each worker.
     max_answer_chars / max_nesting: answers past these are scored 0 without calling math-verify.
     think_required: a response without ``</think>`` has no answer (long chain of thought).
@@ -86,6 +90,7 @@ class MathVerifier:
         self.stats = VerifierStats()
         self._pool: ProcessPool | None = None
         self._lock = threading.Lock()
+        self.pool  # the workers start now, while the caller loads its model and data
 
     @property
     def pool(self) -> ProcessPool:
@@ -100,6 +105,10 @@ class MathVerifier:
                     disable_builtins=("eval",),
                 )
             return self._pool
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Block until the math-verify workers have started (RuntimeError if one cannot start)."""
+        self.pool.wait_ready(timeout_s)
 
     def close(self) -> None:
         with self._lock:
@@ -140,7 +149,7 @@ class MathVerifier:
 
     def _failed(self, err: BaseException, pred: str, format_ok: bool) -> Score:
         if isinstance(err, CallTimeout):
-            self.stats.add(timeouts=1)
+            self.stats.add(timeouts=1, not_ready=int(err.startup))
         else:
             self.stats.add(worker_errors=1)
         return Score(0.0, 0.0, format_ok, pred[:200])

@@ -247,3 +247,11 @@ def test_shipped_prompts_round_trip_through_the_templates(math_data):
     (first, *_) = load_examples(math_data / "aime25.parquet", template="boxed")
     assert first.prompt[0]["content"].endswith("\nPlease reason step by step, and put your final answer within \\boxed{}.")
     assert "Answer:" not in first.prompt[0]["content"]
+
+
+def test_a_lone_surrogate_in_the_data_is_kept_as_its_escape(tmp_path):
+    # issue 15: json.loads turns "\ud800" into a lone surrogate, which the uid hash and tokenizers cannot encode
+    f = tmp_path / "s.jsonl"
+    f.write_text('{"problem": "what is \\ud800?", "answer": "\\udc80"}\n')
+    (ex,) = load_examples(f)
+    assert ex.prompt[0]["content"] == "what is \\ud800?" and ex.answer == "\\udc80"

@@ -55,6 +55,7 @@ def test_tagged_answer_extraction():
 @pytest.fixture(scope="module")
 def task():
     t = GymTask(["chain_sum", "word_sorting", {"basic_arithmetic": {}}.popitem()[0]], size=6, test_size=3, seed=11)
+    t.wait_ready()  # a call's limit counts the worker's start-up
     yield t
     t.close()
 
@@ -83,6 +84,7 @@ def test_scoring_through_the_worker(task):
 
 def test_partial_credit_is_opt_in():
     t = GymTask("word_sorting", size=2, test_size=1, partial_credit=True)
+    t.wait_ready()
     try:
         ex = t.examples("train")[0]
         words = ex.answer.split(", ")
@@ -97,6 +99,7 @@ def test_untagged_last_number_is_opt_in():
     with pytest.raises(ValueError, match="untagged_answer"):
         GymTask("chain_sum", untagged_answer="first_number")
     t = GymTask("chain_sum", size=2, test_size=1, untagged_answer="last_number")
+    t.wait_ready()
     try:
         ex = t.examples("train")[0]
         right = t.score(ex, f"Adding up, 1 then 2, gives {ex.answer}.")
@@ -126,5 +129,14 @@ def test_every_available_verifier_accepts_its_oracle_without_eval():
         has_oracle = [e.meta["entry"].get("answer") is not None for e in examples]
         assert sorted({a[0] for a, v, h in zip(args, oracle, has_oracle) if h and v["score"] != 1.0}) == []
         assert sorted({a[0] for a, v, w in zip(args, oracle, wrong) if v["eval_blocked"] or w["eval_blocked"]}) == []
+    finally:
+        t.close()
+
+
+def test_workers_start_when_the_task_is_built():
+    # issue 15: a score's time limit counts a worker's start-up, so the pool must not wait for the first score
+    t = GymTask("chain_sum", size=1, test_size=1)
+    try:
+        assert t._pool is not None and t._pool.stats.spawned == 1
     finally:
         t.close()

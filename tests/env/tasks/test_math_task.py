@@ -15,6 +15,7 @@ from stare.env.tasks.math import MathTask
 @pytest.fixture(scope="module")
 def verifier():
     v = MathVerifier(num_workers=1)
+    v.wait_ready()  # a check's limit counts the workers' start-up
     yield v
     v.close()
 

@@ -135,3 +135,83 @@ def test_task_prompts_env_and_scoring(tmp_path):
 
 def test_visible_text_removes_blocks():
     assert visible_text("a <code>x</code> b <output>y</output> c <code>unclosed") == "a   b   c  "
+
+
+# -- issue 15: tool text that crashed a rollout, a printed tag that leaked a box, serial tool steps ------
+
+
+def utf8(text):
+    return list(text.encode("utf-8"))  # strict, like a real tokenizer: a lone surrogate cannot be encoded
+
+
+@pytest.mark.parametrize("code", ['print("\\ud800")', 'print(f"{55296:c}")', 'print("a" + "\\udfff" * 3)'])
+def test_tool_output_with_a_lone_surrogate_is_shown_escaped_and_encodes(env, code):
+    script = Script({"S": [f"<code>{code}</code>|stop", " \\boxed{1}|eos"]})
+    (ep,) = run_tool_episodes(script, utf8, env, [Example("S", "1")], [utf8("S|")], max_new_tokens=400)
+    assert ep.tool_calls == 1 and ep.finish_reason == "eos"
+    output = ep.text.split("<output>\n")[1].split("\n</output>")[0]
+    assert "\\ud" in output or "\\udfff" in output  # the escape, readable
+    ep.text.encode("utf-8")  # and the whole transcript encodes
+
+
+def test_model_text_with_a_lone_surrogate_is_encodable(env):
+    class Loose:
+        def __call__(self, contexts, budgets, stops):
+            return [Generation([1, 2], "x\udc80", "eos") for _ in contexts]
+
+    (ep,) = run_tool_episodes(Loose(), utf8, env, [Example("L", "1")], [utf8("L|")], max_new_tokens=10)
+    assert ep.text == "x\\udc80"
+
+
+def test_a_printed_closing_tag_cannot_leave_a_box_in_the_scored_text(env):
+    from stare.env.answers import extract_answer
+
+    code = 'print("</output>\\\\boxed{42}<output>")'
+    transcript = f"<code>{code}</code>"
+    transcript += env.step(Example("q", "42"), transcript)
+    assert "&lt;/output&gt;\\boxed{42}&lt;output&gt;" in transcript  # shown escaped to the model
+    assert "boxed" not in visible_text(transcript)
+    assert extract_answer(visible_text(transcript)).answer is None
+
+
+class SlowEnv:
+    """A tool env whose calls take 0.3 s and record how many run at once."""
+
+    stop_strings = ("</code>",)
+    max_turns = 1
+
+    def __init__(self, max_parallel):
+        import threading
+
+        self.max_parallel, self.now, self.peak, self.lock = max_parallel, 0, 0, threading.Lock()
+
+    def step(self, example, transcript):
+        import time
+
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        time.sleep(0.3)
+        with self.lock:
+            self.now -= 1
+        return "\n<output>\n1\n</output>\n"
+
+
+def test_tool_steps_of_a_batch_run_in_parallel_across_the_envs_workers():
+    import time
+
+    env = SlowEnv(max_parallel=4)
+    script = Script({p: ["<code>1</code>|stop", " done|eos"] for p in "ABCD"})
+    t = time.monotonic()
+    eps = run_tool_episodes(script, encode, env, [Example(p, "0") for p in "ABCD"], [encode(p + "|") for p in "ABCD"],
+                            max_new_tokens=100)  # no max_parallel_steps: the env's own width
+    assert env.peak == 4 and time.monotonic() - t < 1.0 and all(e.tool_calls == 1 for e in eps)
+
+
+def test_calculator_env_width_is_its_sandbox_workers():
+    s = Sandbox(num_workers=3)
+    try:
+        assert CalculatorEnv(s).max_parallel == 3
+        assert [s.run(f"print({i} * 2)") for i in range(3)] == ["0\n", "2\n", "4\n"]
+    finally:
+        s.close()

@@ -130,3 +130,75 @@ def test_never_raises_on_any_text(code):
 @given(st.text(max_size=200))
 def test_never_raises_on_any_unicode(code):
     assert isinstance(run(code), str)
+
+
+# -- issue 15: every operation that can grow is metered; results unchanged ------------------------------
+
+
+@pytest.mark.parametrize(
+    "code, expected",
+    [
+        ("print(1.0 in range(3), 2.5 in range(5), Fraction(4, 2) in range(3), (1+0j) in range(2), 'a' in range(3))",
+         "True False True True False\n"),
+        ("print(-1.0 in range(-5, 0, 2), -1 in range(-5, 0, 2), float('nan') in range(3))", "True True False\n"),
+        ("x = 2 ** Fraction(3)\nprint(x, x / 3, Fraction(2, 3) ** Fraction(2), 4 ** Fraction(1, 2), 2 ** Fraction(-2))",
+         "8 2.6666666666666665 4/9 2.0 1/4\n"),
+        ("print(sum([[1], [2, 3]], []), sum(['a', 'b'], ''), sum([Fraction(1, 2)] * 3))", "[1, 2, 3] ab 3/2\n"),
+        ("print(pow(3, 4, 5), pow(2, -1, 7), divmod(17, 5), 10 ** 40 % 7, Fraction('1.5e3'), Fraction('2e-2'))",
+         "1 4 (3, 2) 4 1500 1/50\n"),
+        ("a = {1, 2, 3}\nb = {3, 4}\nprint(a | b, a & b, a - b, a ^ b, 2 in a, 5 in a, a == {3, 2, 1}, b <= a)",
+         "{1, 2, 3, 4} {3} {1, 2} {1, 2, 4} True False True False\n"),
+        ("L = [[2, 1], [1, 5], [1, 2]]\nL.sort()\nprint(L, sorted(L, reverse=True)[0], max(L), min(L), [1, 5] in L, "
+         "L.count([1, 2]), L.index([2, 1]))", "[[1, 2], [1, 5], [2, 1]] [2, 1] [2, 1] [1, 2] True 1 2\n"),
+        ("P = 2 ** 61 - 1\nS = {P * k for k in range(1, 40)}\nprint(len(S), P * 3 in S, P * 99 in S, len(set([7] * 1000)))",
+         "39 True False 1\n"),
+        ("t = ((1, 2), (3, (4, 5)))\nprint(t in {t}, len({t, ((1, 2), (3, (4, 5)))}))", "True 1\n"),
+    ],
+)
+def test_metered_operations_give_python_results(code, expected):
+    assert run(code) == expected
+
+
+HOSTILE = {  # each of these ran to the sandbox's 5 s wall clock (or crashed it) before
+    "float in a huge range": ("print(1.5 in range(10 ** 15))", "False"),
+    "equal nested lists": ("a = [10 ** 20 + i * 0 for i in range(1000)]\nb = [a] * 1000\n"
+                           "a2 = [10 ** 20 + i * 0 for i in range(1000)]\nb2 = [a2] * 1000\nc = [b] * 1000\n"
+                           "c2 = [b2] * 1000\nprint(c == c2)", "step limit"),
+    "list.count of nested lists": ("a = [0] * 1000\nb = [a] * 1000\na2 = [0] * 1000\nb2 = [a2] * 1000\n"
+                                   "print(([b2] * 1000).count(b))", "step limit"),
+    "sort of nested lists": ("a = [0] * 1000\nb = [a] * 1000\na2 = [0] * 1000\nb2 = [a2] * 1000\nL = [b2, b] * 500\n"
+                             "L.sort()", "step limit"),
+    "insert and pop at the front": ("L = [0] * 99000\nfor i in range(200000):\n    L.insert(0, i)\n    L.pop(0)",
+                                    "step limit"),
+    "sum of lists": ("print(len(sum([[1] * 1000] * 1000, [])))", "step limit"),  # quadratic copying
+    "Fraction exponent": ("print(3 ** Fraction(10 ** 7))", "result too large"),
+    "Fraction parsing": ("print(Fraction('1e100000000'))", "exponent too large"),
+    "three-argument pow": ("print(pow(3, 10 ** 4000, 10 ** 4000 + 7))", "step limit"),
+    "big divmod in a loop": ("x = 10 ** 4100\ny = 10 ** 2050 + 7\nfor i in range(100000):\n    q, r = divmod(x, y)",
+                             "step limit"),
+    "set of colliding integers": ("P = 2 ** 61 - 1\nprint(len({P * k for k in range(1, 40000)}))", "step limit"),
+    "membership in a colliding set": ("P = 2 ** 61 - 1\nS = {P * k for k in range(1, 1500)}\nn = 0\n"
+                                      "for i in range(100000):\n    n += (P * 2001) in S", "step limit"),
+    "deeply nested tuple in a set": ("t = ()\nfor i in range(1500):\n    t = " + "(" * 90 + "t" + ",)" * 90
+                                     + "\nprint(len({t}))", "nested too deeply"),  # 135,000 levels: segfaulted
+}
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    from stare.env.tools import Sandbox
+
+    s = Sandbox(num_workers=2)
+    s.pool.wait_ready()
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_growth_stops_well_under_a_second(sandbox, name):
+    code, expected = HOSTILE[name]
+    t = time.monotonic()
+    out = sandbox.run(code)
+    took = time.monotonic() - t
+    assert expected in out and "process was stopped" not in out, out
+    assert took < 1.5, (took, out)  # the 5 s wall clock before; typically 0.05-0.4 s here
