@@ -23,6 +23,20 @@ PANELS = (
 )
 
 
+def _save(fig, out: Path, title: str) -> Path:
+    """Title, lay out, write (creating the folder) and close a figure; the path written."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def plot_runs(runs: Mapping[str, Sequence[Mapping]], out: Path, *, band: float = 0.35, title: str = "") -> Path:
     """One PNG with a panel per quantity; ``band`` draws target x (1 +- band) where a target is logged."""
     import matplotlib
@@ -57,14 +71,7 @@ def plot_runs(runs: Mapping[str, Sequence[Mapping]], out: Path, *, band: float =
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, loc="upper right")
     axes[-1, 0].set_xlabel("training step")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out, title)
 
 
 AGG_PANELS = (
@@ -140,14 +147,7 @@ def plot_aggregate(curves: Mapping[str, Mapping[str, Sequence]], out: Path, *, t
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, loc="upper right", ncol=2)
     axes[-1, 0].set_xlabel("training step")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out, title)
 
 
 def plot_pass_at_k(curves: Mapping[str, Mapping[str, Sequence]], out: Path, *, title: str = "",
@@ -189,11 +189,4 @@ def plot_pass_at_k(curves: Mapping[str, Mapping[str, Sequence]], out: Path, *, t
         ax.grid(alpha=0.3, which="both")
     axes[0, 0].set_ylabel("pass@k (unbiased)")
     axes[0, -1].legend(fontsize=7, loc="lower right")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out, title)

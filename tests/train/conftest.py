@@ -2,34 +2,14 @@
 test task whose reward depends on the sampled text, so that even an untrained model gets mixed groups."""
 
 import pytest
+# the test task lives in tiny_tasks (spawned processes import it by that name); re-exported here for
+# ``task.name=conftest:make_contains_one`` and the tests that import it from conftest
+from tiny_tasks import ContainsOneTask, make_contains_one  # noqa: F401
 
-from stare.env.base import Example, Score
 from stare.train import tasks as task_registry
 
 TINY_TESTBED = {"hidden_size": 32, "layers": 1, "heads": 2, "sft_steps": 20, "sft_examples": 500,
                 "train_prompts": 200, "test_prompts": 16}
-
-
-class ContainsOneTask:
-    """Reward 1 when the response contains the character '1' (about half of random samples do)."""
-
-    name = "contains_one"
-
-    def __init__(self, n_train=64, n_test=8):
-        self._ex = {s: [Example(prompt=f"{i}+{i}+1=", answer="", uid=f"{s}{i}") for i in range(n)]
-                    for s, n in (("train", n_train), ("test", n_test))}
-
-    def examples(self, split):
-        return self._ex[split]
-
-    def score(self, example, response):
-        acc = float("1" in response)
-        return Score(reward=acc, acc=acc)
-
-
-def make_contains_one(cfg):
-    """Factory for ``task.name=conftest:make_contains_one`` (processes that import this file by path)."""
-    return ContainsOneTask()
 
 
 @pytest.fixture(scope="session", autouse=True)

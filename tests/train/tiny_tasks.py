@@ -6,7 +6,7 @@ from stare.env.base import Example, Score
 
 
 class ContainsOneTask:
-    """Reward 1 when the response contains the character '1' (as conftest.ContainsOneTask)."""
+    """Reward 1 when the response contains the character '1' (about half of random samples do)."""
 
     name = "contains_one"
 
