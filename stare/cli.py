@@ -87,17 +87,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rich.console import Console
-
     from .report.aggregate import aggregate
     from .report.html import write_report
     from .report.plots import aggregate_panels, plot_aggregate, plot_pass_at_k
     from .report.runs import plan_runs
-    from .report.tables import markdown_table, summary_table
+    from .report.tables import markdown_table, summary_table, table_console
     from .train.config import load_config
     from .train.scheduler import BASE, run_grid
 
-    console = Console()
+    console = table_console()
     # validate every combination before spending any compute ("base": the untrained model, evaluated only)
     cfg = load_config(args.config, list(args.overrides))
     for m in args.methods:
@@ -133,11 +131,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from .report.tables import table_console
     from .train.calibrate import calibrate
 
-    console = Console()
+    console = table_console()
     result = calibrate(args.config, args.methods, args.out, args.overrides, seeds=args.seeds, workers=args.workers,
                        console=console)
     for m, cal in result["methods"].items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["COLUMNS", "format_entry", "markdown_table", "summary_table", "table_columns"]
+__all__ = ["COLUMNS", "format_entry", "markdown_table", "summary_table", "table_columns", "table_console"]
 
 COLUMNS = (
     ("final_entropy", "final entropy"),
@@ -19,6 +19,18 @@ COLUMNS = (
     ("band_frac", "steps in band"),
     ("band_max_dev_smoothed", "max dev. (10-step mean)"),
 )
+
+
+def table_console():
+    """A rich console for wide tables: the terminal's width, or 240 columns when the output is not a
+    terminal (a log file, CI), where rich would otherwise cut every cell to fit 80 columns."""
+    import os
+    import sys
+
+    from rich.console import Console
+
+    tty = sys.stdout.isatty() or "COLUMNS" in os.environ
+    return Console() if tty else Console(width=240)
 
 
 def table_columns(result: dict) -> list[tuple[str, str]]:
