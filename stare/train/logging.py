@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from .runfolder import atomic_write_text
+
 __all__ = ["MetricsLogger", "quiet_transformers", "truncate_metrics"]
 
 
@@ -98,17 +100,7 @@ def truncate_metrics(path: Path, last_step: int) -> int:
 
     path = Path(path)
     kept = [r for r in read_metrics(path) if isinstance(r.get("step"), int) and r["step"] <= last_step]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in kept))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     return len(kept)
 
 

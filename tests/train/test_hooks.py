@@ -31,6 +31,7 @@ from stare.train.config import load_config
 from stare.train.rollout import default_rollout
 from stare.train.trainer import Trainer
 
+from tiny_tasks import ToolTask
 from conftest import ContainsOneTask, tiny_overrides
 
 
@@ -274,19 +275,6 @@ def test_per_token_temperature_and_the_samplers_log_probs(tmp_path, method):
     torch.testing.assert_close(batch.aux["rollout_log_prob"][m], at_half[m], atol=1e-5, rtol=1e-5)
 
 
-class SemicolonEnv:
-    """A tool that answers every ';' with the text '9' (up to two calls)."""
-
-    stop_strings = (";",)
-    max_turns = 2
-
-    def step(self, example, transcript):
-        return "9"
-
-
-class ToolTask(ContainsOneTask):
-    def tool_env(self):
-        return SemicolonEnv()
 
 
 def tool_tree(request, sampler, p, state):

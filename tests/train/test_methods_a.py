@@ -8,7 +8,8 @@ import torch
 from stare.train.config import load_config
 from stare.train.trainer import Trainer
 
-from conftest import ContainsOneTask, tiny_overrides
+from tiny_tasks import ToolTask
+from conftest import tiny_overrides
 
 
 def trainer(tmp_path, objective, params=None, **extra):
@@ -43,19 +44,6 @@ def test_lopti_makes_two_passes(tmp_path):
     assert rec["actor/ppo_kl"] != 0  # the second pass sees ratios moved by the first
 
 
-class SemicolonEnv:
-    """A tool that answers every ';' with '9' (up to two calls)."""
-
-    stop_strings = (";",)
-    max_turns = 2
-
-    def step(self, example, transcript):
-        return "9"
-
-
-class ToolTask(ContainsOneTask):
-    def tool_env(self):
-        return SemicolonEnv()
 
 
 def test_aepo_agentic_branches_at_tool_calls(tmp_path, monkeypatch):

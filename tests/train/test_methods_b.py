@@ -17,6 +17,7 @@ from stare.objectives.hapo import temperature_processor
 from stare.train.config import load_config
 from stare.train.trainer import Trainer
 
+from tiny_tasks import ToolTask
 from conftest import ContainsOneTask, tiny_overrides
 
 METHODS = {
@@ -120,19 +121,6 @@ def test_cure_groups_hold_the_first_responses_and_their_branches(tmp_path):
     torch.testing.assert_close(batch.aux["rollout_log_prob"][m], old[m], atol=2e-4, rtol=2e-4)
 
 
-class SemicolonEnv:
-    """A tool that answers every ';' with '9' (up to two calls)."""
-
-    stop_strings = (";",)
-    max_turns = 2
-
-    def step(self, example, transcript):
-        return "9"
-
-
-class ToolTask(ContainsOneTask):
-    def tool_env(self):
-        return SemicolonEnv()
 
 
 def test_empg_sees_several_steps_per_trajectory_on_a_tool_task(tmp_path, monkeypatch):

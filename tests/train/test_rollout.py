@@ -9,6 +9,7 @@ from stare.objectives import RolloutRequest
 from stare.train.rollout import HFBackend, TrainerSampler, default_rollout
 from stare.train.trainer import Trainer
 
+from tiny_tasks import SemicolonEnv, ToolTask
 from conftest import ContainsOneTask, tiny_overrides
 
 
@@ -36,15 +37,6 @@ def test_finish_reasons_and_budgets(tmp_path):
     assert [r.truncated for r in rows] == [len(r.response_ids) == 4 and r.response_ids[-1] != eos for r in rows]
 
 
-class SemicolonEnv:
-    """A tool that answers every ';' with the text '9' (up to two calls)."""
-
-    stop_strings = (";",)
-    max_turns = 2
-
-    def step(self, example, transcript):
-        return "9"
-
 
 def test_multi_turn_masks_tool_output(tmp_path):
     tr, be = _backend(tmp_path)
@@ -68,10 +60,6 @@ def test_multi_turn_masks_tool_output(tmp_path):
         saw_tool |= calls > 0
     assert saw_tool
 
-
-class ToolTask(ContainsOneTask):
-    def tool_env(self):
-        return SemicolonEnv()
 
 
 def test_trainer_with_a_tool_env(tmp_path, monkeypatch):

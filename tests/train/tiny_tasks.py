@@ -25,3 +25,20 @@ class ContainsOneTask:
 def make_contains_one(cfg):
     """Factory for ``task.name=tiny_tasks:make_contains_one``."""
     return ContainsOneTask()
+
+
+class SemicolonEnv:
+    """A tool that answers every ';' with the text '9' (up to two calls)."""
+
+    stop_strings = (";",)
+    max_turns = 2
+
+    def step(self, example, transcript):
+        return "9"
+
+
+class ToolTask(ContainsOneTask):
+    """ContainsOneTask with the ';' -> '9' tool."""
+
+    def tool_env(self):
+        return SemicolonEnv()
