@@ -58,7 +58,6 @@ def vllm_tokens_per_s(folder, prompts: list[list[int]], new_tokens: int, dtype: 
 
     once()
     t = statistics.median(once() for _ in range(repeats))
-    del llm
     return len(prompts) * new_tokens / t
 
 

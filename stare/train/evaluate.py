@@ -57,4 +57,3 @@ def summarize_by_source(correct: Sequence[Sequence[float]], sources: Sequence[st
             part = [c for c, s in zip(correct, sources) if s == tag]
             out.update({f"{tag or 'untagged'}/{k}": v for k, v in summarize(part, ks).items()})
     return out
-

@@ -4,8 +4,9 @@ Each (method, seed) trains in a spawned process (one torch thread; as many at on
 default the number of cores) into ``OUT/<method>/seed_<s>`` (``stare.report.runs.plan_runs``). A finished
 run leaves a ``DONE`` file and is skipped next time; an unfinished one resumes from its last checkpoint,
 so an interrupted comparison continues where it stopped. The pseudo-method ``base`` trains nothing: it
-evaluates the untrained model once per seed (``base_evaluation``, cached under ``$STARE_CACHE/evals``). ``stare compare`` and ``stare demo`` both run
-their grids through ``run_grid``; the results are read back by ``stare.report``.
+evaluates the untrained model once per seed (``base_evaluation``, cached under ``$STARE_CACHE/evals``).
+``stare compare`` and ``stare demo`` both run their grids through ``run_grid``; the results are read back
+by ``stare.report``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ def base_evaluation(cfg, log=None) -> dict[str, float]:
     evaluates the base model once."""
     import hashlib
     import json
-    import os
 
     from ..env.cache import cache_root
 
@@ -71,11 +71,11 @@ def base_evaluation(cfg, log=None) -> dict[str, float]:
         return json.loads(path.read_text())["metrics"]
     from .trainer import Trainer
 
+    from .runfolder import atomic_write_text
+
     metrics = Trainer(cfg, log=log or (lambda m: None)).evaluate()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"key": key, "metrics": metrics}, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"key": key, "metrics": metrics}, indent=1))
     return metrics
 
 
