@@ -209,8 +209,6 @@ def register_tuned(objective: str, knob: Knob) -> Objective:
         acts_at=tuple(dict.fromkeys((*inner.acts_at, "CTRL"))), inert_on_policy=inert))
 
 
-
-
 def band_preset(method: str, base: dict) -> dict:
     """The preset ``<method>_band`` from ``method``'s preset ``base``: its objective wrapped in
     ``tune.<objective>`` with the knob of ``KNOBS[method]`` held at the band (the objective is registered)."""
