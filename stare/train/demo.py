@@ -11,9 +11,10 @@
    ``metrics.jsonl``, ``config.yaml`` and TensorBoard logs.
 
 The embedded default is the packaged exploration testbed ``stare/configs/explore.yaml`` (docs/testbed.md:
-its hard split is where holding entropy pays in pass@k); any key can be overridden on the command line
-(``stare demo trainer.steps=100 seed=1``), and ``--config`` runs another config (``stare/configs/testbed.yaml``,
-the addition testbed, where it does not).
+its hard split shows what collapse costs in pass@k against the base model; docs/results.md measures
+whether held entropy pays there); any key can be overridden on the command line (``stare demo
+trainer.steps=100 seed=1``), and ``--config`` runs another config (``stare/configs/testbed.yaml``, the
+addition testbed, where every path is valid).
 """
 
 from __future__ import annotations
