@@ -29,7 +29,7 @@ def table_console():
 
     from rich.console import Console
 
-    tty = sys.stdout.isatty() or "COLUMNS" in os.environ
+    tty = sys.stdout.isatty() or bool(os.environ.get("COLUMNS"))
     return Console() if tty else Console(width=240)
 
 
