@@ -6,7 +6,7 @@ per-step metrics the figures plot, gzipped. Groups passed replace their entries;
     python experiments/archive_results.py --group equal_entropy__explore_on runs/equal_entropy/explore_on
 
 A `stare compare` folder's `summary.md` (and a calibration's `calibration.json` and `calibrated.yaml`,
-under `<folder>/calibration/`) are kept as `<group>_summary.md`, `<group>_calibration.json`,
+in the folder or under `<folder>/calibration/`) are kept as `<group>_summary.md`, `<group>_calibration.json`,
 `<group>_calibrated.yaml`.
 """
 
@@ -77,15 +77,15 @@ def main() -> None:
         for name, run in runs.items():
             records = read_metrics(run / "metrics.jsonl")
             values[group][name] = {k: round(v, 5) for k, v in final_values(records).items()}
-            (DEST / "configs" / f"{group}__{name}.yaml").write_text((run / "config.yaml").read_text())
+            if (run / "config.yaml").exists():  # the base model's evaluation ('base') has no config of its own
+                (DEST / "configs" / f"{group}__{name}.yaml").write_text((run / "config.yaml").read_text())
             write_curves(records, DEST / "curves" / f"{group}__{name}.csv.gz")
         if group == "study" and (root / "report_all" / "summary.md").exists():
             (DEST / "study_summary.md").write_text((root / "report_all" / "summary.md").read_text())
         elif group not in ("study", "w_sweep", "diagnostics"):
-            for src, name in ((root / "summary.md", "summary.md"), (root / "calibration" / "calibration.json",
-                                                                    "calibration.json"),
-                              (root / "calibration" / "calibrated.yaml", "calibrated.yaml")):
-                if src.exists():
+            for name in ("summary.md", "calibration.json", "calibrated.yaml"):  # in the folder or calibration/
+                src = next((p for p in (root / name, root / "calibration" / name) if p.exists()), None)
+                if src is not None:
                     (DEST / f"{group}_{name}").write_text(src.read_text())
         print(f"{group}: {len(values[group])} runs archived from {root}")
     values_path.write_text(json.dumps(values, indent=1, sort_keys=True))
