@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from ..base import Example, Score
+from .task import check_build_fields, check_fraction
 
 __all__ = ["EXPLORE_CHARSET", "ExploreConfig", "ExploreTask", "check_derivation", "make_explore_trace"]
 
@@ -81,13 +82,12 @@ class ExploreConfig:
     NOT_HASHED = ("train_hard_frac",)
 
     def __post_init__(self) -> None:
+        check_build_fields(self)
         for name in ("hard_frac", "early_rate", "corrupt_frac", "train_hard_frac"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ValueError(f"model.testbed.{name} must be in [0, 1], got {value}")
+            check_fraction(self, name)
         if self.max_value < 2:
             raise ValueError(f"model.testbed.max_value must be >= 2, got {self.max_value}")
-        if len(self.pair_risk) != 3 or max(self.pair_risk) * self.corrupt_frac > 1:
+        if max(self.pair_risk) * self.corrupt_frac > 1:
             raise ValueError(f"model.testbed.pair_risk needs 3 multipliers with corrupt_frac x each <= 1, "
                              f"got {self.pair_risk}")
 

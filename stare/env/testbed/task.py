@@ -38,6 +38,40 @@ ANSWER_FORMS = ("A:{}", "A: {}", "={}")
 _ANSWER_RE = re.compile(r"\s*(?:A:|=)\s*(\d+)\s*")
 
 
+def _bad(cfg, key: str, why: str) -> ValueError:
+    return ValueError(f"model.testbed.{key}: {why}, got {getattr(cfg, key)!r}")
+
+
+def check_fraction(cfg, key: str) -> None:
+    """``cfg.<key>`` is a number in [0, 1] (or None where the field allows it: not checked then)."""
+    value = getattr(cfg, key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1):
+        raise _bad(cfg, key, "must be a number in [0, 1]")
+
+
+def check_build_fields(cfg) -> None:
+    """The checks every testbed configuration shares (the fields of the SFT data, the model and the prompt
+    lists): positive integers, an integer seed, a learning rate in (0, 1], three non-negative slip-rate
+    multipliers, and heads that split the hidden size into even head sizes; each error names the key."""
+    for key in ("max_value", "sft_examples", "sft_steps", "sft_batch", "hidden_size", "layers", "heads",
+                "train_prompts", "test_prompts"):
+        value = getattr(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _bad(cfg, key, "must be an integer >= 1")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise _bad(cfg, "seed", "must be an integer")
+    lr = cfg.sft_lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 1:
+        raise _bad(cfg, "sft_lr", "must be a number in (0, 1]")
+    risk = cfg.pair_risk
+    if not isinstance(risk, (list, tuple)) or len(risk) != 3 or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in risk):
+        raise _bad(cfg, "pair_risk", "must be three numbers >= 0 (slip-rate multipliers of the three first pairs)")
+    if cfg.hidden_size % cfg.heads or (cfg.hidden_size // cfg.heads) % 2:
+        raise _bad(cfg, "heads", f"must divide model.testbed.hidden_size ({cfg.hidden_size}) into an even head "
+                   f"size (rotary embeddings)")
+
+
 @dataclass(frozen=True)
 class TestbedConfig:
     """Everything that defines the testbed task and its base model (hashed for the cache)."""
@@ -63,33 +97,12 @@ class TestbedConfig:
     def __post_init__(self) -> None:
         """Refuse values the build would fail on (a raw torch error) or hang on (more distinct test prompts
         than exist), naming the ``model.testbed`` key."""
-
-        def bad(key: str, why: str) -> ValueError:
-            return ValueError(f"model.testbed.{key}: {why}, got {getattr(self, key)!r}")
-
-        for key in ("max_value", "sft_examples", "sft_steps", "sft_batch", "hidden_size", "layers", "heads",
-                    "train_prompts", "test_prompts"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise bad(key, "must be an integer >= 1")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise bad("seed", "must be an integer")
-        for key, low, high in (("corrupt_frac", 0.0, 1.0), ("sft_lr", 0.0, 1.0)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high) \
-                    or (key == "sft_lr" and value == 0):
-                raise bad(key, f"must be a number in {'(0, 1]' if key == 'sft_lr' else '[0, 1]'}")
-        risk = self.pair_risk
-        if not isinstance(risk, (list, tuple)) or len(risk) != 3 or not all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in risk):
-            raise bad("pair_risk", "must be three numbers >= 0 (slip-rate multipliers of the three first pairs)")
-        if self.hidden_size % self.heads or (self.hidden_size // self.heads) % 2:
-            raise bad("heads", f"must divide model.testbed.hidden_size ({self.hidden_size}) into an even head "
-                      f"size (rotary embeddings)")
+        check_build_fields(self)
+        check_fraction(self, "corrupt_frac")
         distinct = (self.max_value + 1) ** 3
         if self.test_prompts >= distinct:
-            raise bad("test_prompts", f"must be below the {distinct:,} distinct prompts of max_value "
-                      f"{self.max_value} (the training prompts are drawn from the rest)")
+            raise _bad(self, "test_prompts", f"must be below the {distinct:,} distinct prompts of max_value "
+                       f"{self.max_value} (the training prompts are drawn from the rest)")
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
