@@ -10,7 +10,7 @@
 #     fixed strength hold the band?);
 #  4. the archive in experiments/results/.
 #
-#   bash experiments/equal_entropy.sh explore on       # the exploration testbed, on-policy (18 runs, ~62 min)
+#   bash experiments/equal_entropy.sh explore on       # the exploration testbed, on-policy (18 runs, ~40 min)
 #   bash experiments/equal_entropy.sh explore off      # two mini-batches per step (off-policy updates)
 #   bash experiments/equal_entropy.sh addition on      # the addition testbed (200-step cut; not run yet)
 #   bash experiments/equal_entropy.sh addition off
