@@ -67,10 +67,8 @@ _MATH_OPTIONS = {"train": None, "test": None, "template": "boxed", "limit": None
                  "wrong_reward": 0.0, "verifier_workers": 2}
 
 
-def _math(cfg, long_cot: bool = False) -> Task:
-    from ..env.tasks.math import MathTask
-
-    o = _options(cfg, _MATH_OPTIONS)
+def _check_data_options(cfg, o: dict) -> None:
+    """The data options the file-based tasks share: ``train`` (required) and ``test`` sources, ``limit``."""
     if not o["train"]:
         raise ConfigError(f"task.options.train: task '{cfg.task.name}' needs training data (a parquet / jsonl file "
                           f"or hub id, or a list of them)")
@@ -79,6 +77,13 @@ def _math(cfg, long_cot: bool = False) -> Task:
         _check_option("test", o["test"], "sources")
     if o["limit"] is not None:
         _check_option("limit", o["limit"], "int>=0")
+
+
+def _math(cfg, long_cot: bool = False) -> Task:
+    from ..env.tasks.math import MathTask
+
+    o = _options(cfg, _MATH_OPTIONS)
+    _check_data_options(cfg, o)
     _check_option("verifier_workers", o["verifier_workers"], "int>=1")
     for key in ("correct_reward", "wrong_reward"):
         _check_option(key, o[key], "number")
@@ -116,14 +121,7 @@ def _tool_use(cfg) -> Task:
     from ..env.tasks.tool_use import ToolUseMathTask
 
     o = _options(cfg, _TOOL_OPTIONS)
-    if not o["train"]:
-        raise ConfigError("task.options.train: task 'tool_use' needs training data (a parquet / jsonl file or hub "
-                          "id, or a list of them)")
-    _check_option("train", o["train"], "sources")
-    if o["test"]:
-        _check_option("test", o["test"], "sources")
-    if o["limit"] is not None:
-        _check_option("limit", o["limit"], "int>=0")
+    _check_data_options(cfg, o)
     _check_option("max_turns", o["max_turns"], "int>=0")
     _check_option("verifier_workers", o["verifier_workers"], "int>=1")
     if o["sandbox_workers"] is not None:
