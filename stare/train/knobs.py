@@ -65,7 +65,15 @@ KNOBS: dict[str, Knob] = {
     "kl_cov": Knob("kl_cov_ratio", 2e-3, 1.0, +1, note="the 7B recipe's 2e-3 up to every token; inert on-policy"),
     "steer": Knob("token_weight_min", 0.005, 0.8, -1, note="the scripts' floor 0.8 down to 0.005"),
     "forking": Knob("top_entropy_ratio", 0.005, 1.0, -1, note="the paper's 20% down to 0.5% of the tokens"),
+    "lp_reg": Knob("rho_neg", 0.01, 1.0, +1, note="the 14B script's 1% of the negative tokens up to all of them"),
+    "siren": Knob("entropy_coeff", 0.005, 5.0, +1, note="the script's 0.005 up to 1000x; the penalty pulls toward "
+                  "the first step's selective entropy, so it raises entropy only while below it"),
 }
+
+# Not in the table: methods whose strength acts through a step-level hook (the advantage hooks of EMPG, GTPO,
+# GRPO-S, HAPO, SEED-GRPO; the rollouts of CURE and AEPO), which register_tuned refuses, and methods whose knob
+# has no single entropy direction (AR's and Lopti's probability reweighting, AEPO's entropy-scaled advantages,
+# the clip-range methods BAPO, ASPO, DPPO).
 
 def tuned_name(objective: str) -> str:
     return TUNE_PREFIX + get_objective(objective).name

@@ -117,5 +117,5 @@ def method_overrides(name: str) -> dict:
 
 # Equal-entropy variants (docs/results.md): each peer with a strength knob (stare.train.knobs.KNOBS), the knob
 # held by an integral controller at the band STARE's presets hold (half the first step's batch entropy).
-BAND_METHODS = ("clip_cov", "kl_cov", "steer", "forking")  # the entropy bonus has its own: adaptive_entropy
+BAND_METHODS = ("clip_cov", "kl_cov", "steer", "forking", "lp_reg", "siren")  # the entropy bonus has its own: adaptive_entropy
 METHODS.update({f"{m}_band": {"band_of": m} for m in BAND_METHODS})

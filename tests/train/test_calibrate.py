@@ -67,6 +67,42 @@ def test_the_wrapper_is_the_method_at_the_knobs_value(tuned, objective, knob, va
     torch.testing.assert_close(b1.log_prob.grad, b2.log_prob.grad, rtol=0, atol=0)
 
 
+def test_lp_reg_and_siren_wrapped_are_the_methods_at_the_knobs_value():
+    """The two new methods with a band preset: their knobs act through aux inputs (Lp-Reg's proxy log-probs,
+    SIREN's nucleus entropy) and an inner controller's state (SIREN's anchor), which the wrapper passes on."""
+    from stare.objectives.lp_reg import PROXY
+    from stare.objectives.siren import NUCLEUS_ENTROPY
+
+    g = torch.Generator().manual_seed(3)
+    lp = -torch.rand(6, 9, generator=g) * 3
+    adv = torch.tensor([1.0, -1.0, -0.5, 0.5, -2.0, 1.5])
+    cases = [("lp_reg", "rho_neg", 0.6, {PROXY: lp + 0.5}, {}),  # proxy above pi: protected tokens exist
+             ("siren", "entropy_coeff", 2.0, {NUCLEUS_ENTROPY: torch.rand(6, 9, generator=g)}, {"anchor": 1.5})]
+    for objective, knob, value, aux, inner_state in cases:
+        obj = register_tuned(objective, KNOBS[objective])
+        try:
+            grads, losses = [], []
+            for name, params, state in ((obj.name, {knob: KNOBS[objective].lo}, {**inner_state, "tune_value": value}),
+                                        (objective, {knob: value}, inner_state)):
+                x = lp.clone().requires_grad_()
+                b = PolicyBatch(x, adv, torch.ones(6, 9), old_log_prob=lp - 0.1, on_policy=False,
+                                aux={k: v.clone().requires_grad_(k == NUCLEUS_ENTROPY) for k, v in aux.items()})
+                out = policy_loss(name, b, params, state=state)
+                out.loss.backward()
+                losses.append(out.loss.item())
+                grads.append(x.grad)
+            assert losses[0] == losses[1], objective
+            torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+            # and the knob matters: at the bottom of its range the loss differs
+            x = lp.clone().requires_grad_()
+            low = policy_loss(objective, PolicyBatch(x, adv, torch.ones(6, 9), old_log_prob=lp - 0.1, on_policy=False,
+                                                     aux={k: v.clone() for k, v in aux.items()}),
+                              {knob: KNOBS[objective].lo}, state=inner_state)
+            assert low.loss.item() != losses[1], objective
+        finally:
+            unregister_objective(obj.name)
+
+
 def test_controller_engages_at_the_target_moves_the_knob_and_clamps(tuned):
     tuned("clip_cov")
     p = dict(clip_cov_ratio=0.01, tune_knob="clip_cov_ratio", tune_lo=1e-3, tune_hi=0.1, tune_rate=0.5,
@@ -163,7 +199,8 @@ def test_band_presets_wrap_the_method_and_hold_stares_target():
     assert load_config(None, ["method=stare_o1"]).algorithm.params["target_entropy_ratio"] == 0.5
 
 
-def test_calibrate_end_to_end_writes_a_config_that_loads(tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["clip_cov", "lp_reg", "siren"])
+def test_calibrate_end_to_end_writes_a_config_that_loads(method, tmp_path, monkeypatch):
     from stare.train.calibrate import calibrate
     from stare.train.config import load_config
 
@@ -175,16 +212,18 @@ def test_calibrate_end_to_end_writes_a_config_that_loads(tmp_path, monkeypatch):
         "trainer": {"steps": 4, "eval_every": 0, "eval_prompts": 4, "eval_n": 4, "save_every": 0},
         "logging": {"tensorboard": False}}))
     # a target of 10x the first entropy: engaged from the first step, so the knob rises every step
-    result = calibrate(str(cfg), ["clip_cov"], tmp_path / "cmp", ["method_overrides.clip_cov_band.algorithm.params."
-                                                                  "tune_target_ratio=10.0"], workers=1)
-    cal = result["methods"]["clip_cov"]
+    result = calibrate(str(cfg), [method], tmp_path / "cmp", [f"method_overrides.{method}_band.algorithm.params."
+                                                              "tune_target_ratio=10.0"], workers=1)
+    cal = result["methods"][method]
     run = cal["per_seed"][0]
-    assert run["engaged"] and run["tail_steps"] == 2 and cal["value"] == run["value"] > KNOBS["clip_cov"].lo
-    assert (tmp_path / "cmp" / "clip_cov_band" / "seed_0" / "DONE").exists()  # the layout of stare compare
+    assert run["engaged"] and run["tail_steps"] == 2 and cal["value"] == run["value"] > KNOBS[method].lo
+    assert (tmp_path / "cmp" / f"{method}_band" / "seed_0" / "DONE").exists()  # the layout of stare compare
     calibrated = tmp_path / "cmp" / "calibrated.yaml"
-    loaded = load_config(calibrated, ["method=clip_cov"])
-    assert loaded.algorithm.objective == "clip_cov"  # the published method at a fixed strength
+    loaded = load_config(calibrated, [f"method={method}"])
+    assert loaded.algorithm.objective == method  # the published method at a fixed strength
     if cal["reached"]:
-        assert loaded.algorithm.params["clip_cov_ratio"] == pytest.approx(cal["value"], rel=1e-3)
+        assert loaded.algorithm.params[KNOBS[method].param] == pytest.approx(cal["value"], rel=1e-3)
+    if method != "clip_cov":
+        return
     with pytest.raises(ValueError, match="own controller"):
         calibrate(str(cfg), ["stare_o1"], tmp_path / "x")
