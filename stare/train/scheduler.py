@@ -6,7 +6,8 @@ run leaves a ``DONE`` file and is skipped next time; an unfinished one resumes f
 so an interrupted comparison continues where it stopped. The pseudo-method ``base`` trains nothing: it
 evaluates the untrained model once per seed (``base_evaluation``, cached under ``$STARE_CACHE/evals``).
 ``stare compare`` and ``stare demo`` both run their grids through ``run_grid``; the results are read back
-by ``stare.report``.
+by ``stare.report``. A run's inert-knob warnings (``stare.inert``: a knob that cannot act in this setting)
+go to its folder's ``warnings.log``, and the grid prints each distinct one once, naming the method.
 """
 
 from __future__ import annotations
@@ -25,6 +26,18 @@ __all__ = ["BASE", "base_evaluation", "run_grid"]
 #: The pseudo-method of a comparison that trains nothing: the untrained model, evaluated once per seed
 #: (``stare.train.evaluate.base_evaluation``, cached), one record at step 0 in ``OUT/base/seed_<s>``.
 BASE = "base"
+WARNINGS_FILE = "warnings.log"
+
+
+def _print_new_warnings(spec: RunSpec, shown: set[str], console) -> None:
+    """Print the inert-knob warnings of a finished run that no earlier run of the grid gave."""
+    path = spec.out_dir / WARNINGS_FILE
+    if not path.exists():
+        return
+    for message in path.read_text(encoding="utf-8").splitlines():
+        if message and message not in shown:
+            shown.add(message)
+            console.print(f"[yellow]warning[/yellow] ({spec.method}): {message}", markup=True, highlight=False)
 
 
 def _run_one(config_path: str | None, overrides: list[str], spec_json: str) -> None:
@@ -35,9 +48,18 @@ def _run_one(config_path: str | None, overrides: list[str], spec_json: str) -> N
     from .logging import quiet_transformers
     from .trainer import Trainer
 
-    warnings.simplefilter("ignore", InertKnobWarning)
     quiet_transformers()
     spec = json.loads(spec_json)
+    shown_elsewhere = warnings.showwarning
+
+    def to_run_folder(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, InertKnobWarning):
+            return shown_elsewhere(message, category, filename, lineno, file, line)
+        with open(Path(spec["out_dir"]) / WARNINGS_FILE, "a", encoding="utf-8") as f:
+            f.write(" ".join(str(message).split()) + "\n")
+
+    # inert-knob warnings go to the run's folder; run_grid prints each distinct one once for the grid
+    warnings.showwarning = to_run_folder
     run = [f"seed={spec['seed']}", f"output_dir={spec['out_dir']}", "trainer.threads=1", "trainer.resume=true",
            "logging.progress=false"]
     if spec["method"] == BASE:
@@ -99,6 +121,7 @@ def run_grid(config_path: str | None, specs: Sequence[RunSpec], overrides: Seque
     ctx = mp.get_context("spawn")
     failed: list[RunSpec] = []
     running: dict[RunSpec, mp.Process] = {}
+    shown: set[str] = set()  # inert-knob warnings printed so far
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False) as progress:
         overall = progress.add_task(f"{len(specs)} runs ({len(specs) - len(todo)} already done)", total=len(specs),
@@ -119,6 +142,7 @@ def run_grid(config_path: str | None, specs: Sequence[RunSpec], overrides: Seque
                     p.join()
                     if p.exitcode != 0 or not spec.done:
                         failed.append(spec)
+                    _print_new_warnings(spec, shown, progress.console)
                     progress.update(overall, advance=1)
                     progress.remove_task(bars[spec])
                     del running[spec]

@@ -50,6 +50,27 @@ def test_grid_aggregate_and_resume(tmp_path, monkeypatch):
     assert steps == [1, 2, 3]
 
 
+def test_grid_prints_each_inert_knob_warning_once(tmp_path, monkeypatch):
+    """The runs' warnings reach the user: on-policy, GRPO-ds's clip bounds cannot act (stare.inert); two
+    seeds give the same warning, printed once, and each run keeps its own in warnings.log."""
+    import io
+    import os
+
+    from rich.console import Console
+
+    monkeypatch.setenv("PYTHONPATH", os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    specs = plan_runs(tmp_path / "cmp", ["grpo_ds"], [0, 1])
+    ov = _overrides(tmp_path)
+    ov[ov.index("trainer.steps=3")] = "trainer.steps=1"
+    out = io.StringIO()
+    assert run_grid(None, specs, ov, workers=2, console=Console(file=out, width=400)) == []
+    printed = [line for line in out.getvalue().splitlines() if line.startswith("warning (grpo_ds)")]
+    assert len(printed) >= 1 and len(printed) == len(set(printed))
+    assert any("no effect on-policy" in line for line in printed)
+    for spec in specs:
+        assert "no effect on-policy" in (spec.out_dir / "warnings.log").read_text()
+
+
 def test_final_values_and_confidence_band():
     recs = [{"step": i + 1, "actor/entropy": e, "response_length/mean": 10.0} for i, e in enumerate([1.0, 0.5, 0.25])]
     recs[-1].update({"val/acc/mean@4": 0.5, "val/pass@1": 0.5, "val/pass@4": 0.9})
