@@ -7,7 +7,7 @@ per-step metrics the figures plot, gzipped. Groups passed replace their entries;
 
 A `stare compare` folder's `summary.md` (and a calibration's `calibration.json` and `calibrated.yaml`,
 in the folder or under `<folder>/calibration/`) are kept as `<group>_summary.md`, `<group>_calibration.json`,
-`<group>_calibrated.yaml`.
+`<group>_calibrated.yaml`. Absolute paths into a `runs/` folder are kept from `runs/` on.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import csv
 import gzip
 import io
 import json
+import re
 from pathlib import Path
 
 from stare.report.aggregate import final_values
@@ -28,6 +29,12 @@ CURVE_KEYS = ("actor/entropy", "critic/acc/mean", "response_length/mean", "stare
               "diag/realised_dH", "tune/value", "tune/target_entropy", "actor/entropy_coeff", "val/acc/mean@64",
               "val/pass@1", "val/pass@64", "val/explore_easy/acc/mean@64", "val/explore_easy/pass@64",
               "val/explore_hard/acc/mean@64", "val/explore_hard/pass@1", "val/explore_hard/pass@64")
+
+
+def portable(text: str) -> str:
+    """``text`` with absolute paths into a ``runs/`` folder cut to start there (``/x/y/runs/ee/a`` ->
+    ``runs/ee/a``), so the archive names no path of the machine the runs were made on."""
+    return re.sub(r"(?<![\w.~-])/[^\s'\"`]*?/(?=runs/)", "", text)
 
 
 def runs_in(root: Path) -> dict[str, Path]:
@@ -78,7 +85,7 @@ def main() -> None:
             records = read_metrics(run / "metrics.jsonl")
             values[group][name] = {k: round(v, 5) for k, v in final_values(records).items()}
             if (run / "config.yaml").exists():  # the base model's evaluation ('base') has no config of its own
-                (DEST / "configs" / f"{group}__{name}.yaml").write_text((run / "config.yaml").read_text())
+                (DEST / "configs" / f"{group}__{name}.yaml").write_text(portable((run / "config.yaml").read_text()))
             write_curves(records, DEST / "curves" / f"{group}__{name}.csv.gz")
         if group == "study" and (root / "report_all" / "summary.md").exists():
             (DEST / "study_summary.md").write_text((root / "report_all" / "summary.md").read_text())
@@ -86,7 +93,7 @@ def main() -> None:
             for name in ("summary.md", "calibration.json", "calibrated.yaml"):  # in the folder or calibration/
                 src = next((p for p in (root / name, root / "calibration" / name) if p.exists()), None)
                 if src is not None:
-                    (DEST / f"{group}_{name}").write_text(src.read_text())
+                    (DEST / f"{group}_{name}").write_text(portable(src.read_text()))
         print(f"{group}: {len(values[group])} runs archived from {root}")
     values_path.write_text(json.dumps(values, indent=1, sort_keys=True))
 
