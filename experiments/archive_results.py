@@ -7,7 +7,8 @@ per-step metrics the figures plot, gzipped. Groups passed replace their entries;
 
 A `stare compare` folder's `summary.md` (and a calibration's `calibration.json` and `calibrated.yaml`,
 in the folder or under `<folder>/calibration/`) are kept as `<group>_summary.md`, `<group>_calibration.json`,
-`<group>_calibrated.yaml`. Absolute paths into a `runs/` folder are kept from `runs/` on.
+`<group>_calibrated.yaml`. Absolute paths into a `runs/` folder or the package's configs are kept from `runs/` or
+`stare/configs/` on.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ CURVE_KEYS = ("actor/entropy", "critic/acc/mean", "response_length/mean", "stare
 
 
 def portable(text: str) -> str:
-    """``text`` with absolute paths into a ``runs/`` folder cut to start there (``/x/y/runs/ee/a`` ->
-    ``runs/ee/a``), so the archive names no path of the machine the runs were made on."""
-    return re.sub(r"(?<![\w.~-])/[^\s'\"`]*?/(?=runs/)", "", text)
+    """``text`` with absolute paths into a ``runs/`` folder or the package's configs cut to start there
+    (``/x/y/runs/ee/a`` -> ``runs/ee/a``, ``/x/stare/configs/t.yaml`` -> ``stare/configs/t.yaml``), so the
+    archive names no path of the machine the runs were made on."""
+    return re.sub(r"(?<![\w.~-])/[^\s'\"`]*?/(?=runs/|stare/configs/)", "", text)
 
 
 def runs_in(root: Path) -> dict[str, Path]:

@@ -17,8 +17,10 @@ def test_portable_cuts_absolute_paths_at_runs():
     text = ("output_dir: /home/u/wt/runs/ee/explore_on/siren/seed_0\n"
             "`stare compare c.yaml --out /srv/x/runs/ee/explore_on --workers 2`\n"
             "output_dir: runs/study/grpo_ds/seed_0\n"
-            "python: /usr/bin/python3, a/runs/b stays\n")
+            "python: /usr/bin/python3, a/runs/b stays\n"
+            '"config": "/opt/venv/lib/python3.11/site-packages/stare/configs/testbed.yaml"\n')
     assert portable(text) == ("output_dir: runs/ee/explore_on/siren/seed_0\n"
                               "`stare compare c.yaml --out runs/ee/explore_on --workers 2`\n"
                               "output_dir: runs/study/grpo_ds/seed_0\n"
-                              "python: /usr/bin/python3, a/runs/b stays\n")
+                              "python: /usr/bin/python3, a/runs/b stays\n"
+                              '"config": "stare/configs/testbed.yaml"\n')
