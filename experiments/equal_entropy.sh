@@ -12,7 +12,7 @@
 #
 #   bash experiments/equal_entropy.sh explore on       # the exploration testbed, on-policy (18 runs, ~40 min)
 #   bash experiments/equal_entropy.sh explore off      # two mini-batches per step (off-policy updates)
-#   bash experiments/equal_entropy.sh addition on      # the addition testbed (200-step cut; not run yet)
+#   bash experiments/equal_entropy.sh addition on      # the addition testbed (200-step cut; 21 runs, ~22 min)
 #   bash experiments/equal_entropy.sh addition off
 #
 # Off-policy, the grid is cut to the peers whose clip and KL terms act only there (Clip-Cov, KL-Cov); STEER
