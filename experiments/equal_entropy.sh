@@ -10,7 +10,7 @@
 #     fixed strength hold the band?);
 #  4. the archive in experiments/results/.
 #
-#   bash experiments/equal_entropy.sh explore on       # the exploration testbed, on-policy (18 runs, ~40 min)
+#   bash experiments/equal_entropy.sh explore on       # the exploration testbed, on-policy (27 runs, ~50 min)
 #   bash experiments/equal_entropy.sh explore off      # two mini-batches per step (off-policy updates)
 #   bash experiments/equal_entropy.sh addition on      # the addition testbed (200-step cut; 21 runs, ~22 min)
 #   bash experiments/equal_entropy.sh addition off
@@ -32,7 +32,9 @@ case $TESTBED in
   *) echo "unknown testbed $TESTBED" >&2; exit 2 ;;
 esac
 case $SETTING in
-  on) PEERS=(clip_cov steer forking) ;;
+  on) PEERS=(clip_cov steer forking)
+      # the new methods' knobs (Lp-Reg, SIREN) ran on the exploration testbed only
+      if [ "$TESTBED" = explore ]; then PEERS+=(lp_reg siren); fi ;;
   off) OV+=(algorithm.mini_batches=2); PEERS=(clip_cov kl_cov) ;;   # KL-Cov's penalty has no gradient on-policy
   *) echo "unknown setting $SETTING" >&2; exit 2 ;;
 esac
