@@ -7,7 +7,8 @@ per-step metrics the figures plot, gzipped. Groups passed replace their entries;
 
 A `stare compare` folder's `summary.md` (and a calibration's `calibration.json` and `calibrated.yaml`,
 in the folder or under `<folder>/calibration/`) are kept as `<group>_summary.md`, `<group>_calibration.json`,
-`<group>_calibrated.yaml`. Absolute paths into a `runs/` folder or the package's configs are kept from `runs/` or
+`<group>_calibrated.yaml`, and the fixed-strength runs' `fixed/summary.md` as `<group>_fixed_summary.md`.
+Absolute paths into a `runs/` folder or the package's configs are kept from `runs/` or
 `stare/configs/` on.
 """
 
@@ -96,6 +97,8 @@ def main() -> None:
                 src = next((p for p in (root / name, root / "calibration" / name) if p.exists()), None)
                 if src is not None:
                     (DEST / f"{group}_{name}").write_text(portable(src.read_text()))
+            if (root / "fixed" / "summary.md").exists():  # equal_entropy.sh with FIXED=1
+                (DEST / f"{group}_fixed_summary.md").write_text(portable((root / "fixed" / "summary.md").read_text()))
         print(f"{group}: {len(values[group])} runs archived from {root}")
     values_path.write_text(json.dumps(values, indent=1, sort_keys=True))
 
