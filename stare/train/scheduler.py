@@ -31,13 +31,15 @@ WARNINGS_FILE = "warnings.log"
 
 def _print_new_warnings(spec: RunSpec, shown: set[str], console) -> None:
     """Print the inert-knob warnings of a finished run that no earlier run of the grid gave."""
+    from rich.markup import escape
+
     path = spec.out_dir / WARNINGS_FILE
     if not path.exists():
         return
     for message in path.read_text(encoding="utf-8").splitlines():
         if message and message not in shown:
             shown.add(message)
-            console.print(f"[yellow]warning[/yellow] ({spec.method}): {message}", markup=True, highlight=False)
+            console.print(f"[yellow]warning[/yellow] ({escape(spec.method)}): {escape(message)}", highlight=False)
 
 
 def _run_one(config_path: str | None, overrides: list[str], spec_json: str) -> None:

@@ -67,6 +67,7 @@ def test_grid_prints_each_inert_knob_warning_once(tmp_path, monkeypatch):
     printed = [line for line in out.getvalue().splitlines() if line.startswith("warning (grpo_ds)")]
     assert len(printed) >= 1 and len(printed) == len(set(printed))
     assert any("no effect on-policy" in line for line in printed)
+    assert all(line.startswith("warning (grpo_ds): [") for line in printed)  # the warning's own "[objective]" prefix
     for spec in specs:
         assert "no effect on-policy" in (spec.out_dir / "warnings.log").read_text()
 
