@@ -40,6 +40,10 @@ def portable(text: str) -> str:
     return re.sub(r"(?<![\w.~-])/[^\s'\"`]*?/(?=runs/|stare/configs/)", "", text)
 
 
+def copy_portable(src: Path, dest: Path) -> None:
+    dest.write_text(portable(src.read_text()))
+
+
 def runs_in(root: Path) -> dict[str, Path]:
     """Run folders under ``root`` by archive name: ``<method>_seed_<s>`` for a `stare compare` grid,
     the folder's name for a single run."""
@@ -88,17 +92,17 @@ def main() -> None:
             records = read_metrics(run / "metrics.jsonl")
             values[group][name] = {k: round(v, 5) for k, v in final_values(records).items()}
             if (run / "config.yaml").exists():  # the base model's evaluation ('base') has no config of its own
-                (DEST / "configs" / f"{group}__{name}.yaml").write_text(portable((run / "config.yaml").read_text()))
+                copy_portable(run / "config.yaml", DEST / "configs" / f"{group}__{name}.yaml")
             write_curves(records, DEST / "curves" / f"{group}__{name}.csv.gz")
         if group == "study" and (root / "report_all" / "summary.md").exists():
-            (DEST / "study_summary.md").write_text((root / "report_all" / "summary.md").read_text())
+            copy_portable(root / "report_all" / "summary.md", DEST / "study_summary.md")
         elif group not in ("study", "w_sweep", "diagnostics"):
             for name in ("summary.md", "calibration.json", "calibrated.yaml"):  # in the folder or calibration/
                 src = next((p for p in (root / name, root / "calibration" / name) if p.exists()), None)
                 if src is not None:
-                    (DEST / f"{group}_{name}").write_text(portable(src.read_text()))
+                    copy_portable(src, DEST / f"{group}_{name}")
             if (root / "fixed" / "summary.md").exists():  # equal_entropy.sh with FIXED=1
-                (DEST / f"{group}_fixed_summary.md").write_text(portable((root / "fixed" / "summary.md").read_text()))
+                copy_portable(root / "fixed" / "summary.md", DEST / f"{group}_fixed_summary.md")
         print(f"{group}: {len(values[group])} runs archived from {root}")
     values_path.write_text(json.dumps(values, indent=1, sort_keys=True))
 

@@ -164,7 +164,6 @@ def test_testbed_selection_and_errors():
         make_testbed_config({"task": "explore", "hard_frac": 1.5})
 
 
-
 @pytest.mark.parametrize("key, value, message", [
     ("heads", 3, "must divide model.testbed.hidden_size"),       # a raw rotary-embedding error in the build
     ("sft_steps", 0, "must be an integer >= 1"),
@@ -176,6 +175,7 @@ def test_testbed_selection_and_errors():
 def test_the_explore_config_refuses_what_the_addition_config_refuses(key, value, message):
     with pytest.raises(ValueError, match=f"model.testbed.{key}: {message}"):
         make_testbed_config({"task": "explore", key: value})
+
 
 def test_tokenizer_round_trip_with_the_explore_charset():
     tok = build_tokenizer(EXPLORE_CHARSET)

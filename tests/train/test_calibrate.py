@@ -23,7 +23,8 @@ def tuned():
     names = []
 
     knobs = {"clip_cov": KNOBS["clip_cov"], "kl_cov": KNOBS["kl_cov"], "steer": KNOBS["steer"],
-             "forking": KNOBS["forking"], "stare": Knob("reweight_w", 1.0, 50.0, +1)}
+             "forking": KNOBS["forking"], "lp_reg": KNOBS["lp_reg"], "siren": KNOBS["siren"],
+             "stare": Knob("reweight_w", 1.0, 50.0, +1)}
 
     def make(objective):
         obj = register_tuned(objective, knobs[objective])
@@ -67,40 +68,35 @@ def test_the_wrapper_is_the_method_at_the_knobs_value(tuned, objective, knob, va
     torch.testing.assert_close(b1.log_prob.grad, b2.log_prob.grad, rtol=0, atol=0)
 
 
-def test_lp_reg_and_siren_wrapped_are_the_methods_at_the_knobs_value():
+@pytest.mark.parametrize("objective, value, inner_state", [("lp_reg", 0.6, {}), ("siren", 2.0, {"anchor": 1.5})])
+def test_lp_reg_and_siren_wrapped_are_the_methods_at_the_knobs_value(tuned, objective, value, inner_state):
     """The two new methods with a band preset: their knobs act through aux inputs (Lp-Reg's proxy log-probs,
     SIREN's nucleus entropy) and an inner controller's state (SIREN's anchor), which the wrapper passes on."""
     from stare.objectives.lp_reg import PROXY
     from stare.objectives.siren import NUCLEUS_ENTROPY
 
+    obj = tuned(objective)
+    knob, lo = KNOBS[objective].param, KNOBS[objective].lo
     g = torch.Generator().manual_seed(3)
     lp = -torch.rand(6, 9, generator=g) * 3
     adv = torch.tensor([1.0, -1.0, -0.5, 0.5, -2.0, 1.5])
-    cases = [("lp_reg", "rho_neg", 0.6, {PROXY: lp + 0.5}, {}),  # proxy above pi: protected tokens exist
-             ("siren", "entropy_coeff", 2.0, {NUCLEUS_ENTROPY: torch.rand(6, 9, generator=g)}, {"anchor": 1.5})]
-    for objective, knob, value, aux, inner_state in cases:
-        obj = register_tuned(objective, KNOBS[objective])
-        try:
-            grads, losses = [], []
-            for name, params, state in ((obj.name, {knob: KNOBS[objective].lo}, {**inner_state, "tune_value": value}),
-                                        (objective, {knob: value}, inner_state)):
-                x = lp.clone().requires_grad_()
-                b = PolicyBatch(x, adv, torch.ones(6, 9), old_log_prob=lp - 0.1, on_policy=False,
-                                aux={k: v.clone().requires_grad_(k == NUCLEUS_ENTROPY) for k, v in aux.items()})
-                out = policy_loss(name, b, params, state=state)
-                out.loss.backward()
-                losses.append(out.loss.item())
-                grads.append(x.grad)
-            assert losses[0] == losses[1], objective
-            torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
-            # and the knob matters: at the bottom of its range the loss differs
-            x = lp.clone().requires_grad_()
-            low = policy_loss(objective, PolicyBatch(x, adv, torch.ones(6, 9), old_log_prob=lp - 0.1, on_policy=False,
-                                                     aux={k: v.clone() for k, v in aux.items()}),
-                              {knob: KNOBS[objective].lo}, state=inner_state)
-            assert low.loss.item() != losses[1], objective
-        finally:
-            unregister_objective(obj.name)
+    # Lp-Reg: a proxy above pi, so protected tokens exist
+    aux = {PROXY: lp + 0.5} if objective == "lp_reg" else {NUCLEUS_ENTROPY: torch.rand(6, 9, generator=g)}
+
+    def loss_and_grad(name, params, state):
+        x = lp.clone().requires_grad_()
+        b = PolicyBatch(x, adv, torch.ones(6, 9), old_log_prob=lp - 0.1, on_policy=False,
+                        aux={k: v.clone().requires_grad_(k == NUCLEUS_ENTROPY) for k, v in aux.items()})
+        out = policy_loss(name, b, params, state=state)
+        out.loss.backward()
+        return out.loss.item(), x.grad
+
+    wrapped = loss_and_grad(obj.name, {knob: lo}, {**inner_state, "tune_value": value})
+    direct = loss_and_grad(objective, {knob: value}, inner_state)
+    assert wrapped[0] == direct[0]
+    torch.testing.assert_close(wrapped[1], direct[1], rtol=0, atol=0)
+    # and the knob matters: at the bottom of its range the loss differs
+    assert loss_and_grad(objective, {knob: lo}, inner_state)[0] != direct[0]
 
 
 def test_controller_engages_at_the_target_moves_the_knob_and_clamps(tuned):
@@ -223,7 +219,10 @@ def test_calibrate_end_to_end_writes_a_config_that_loads(method, tmp_path, monke
     assert loaded.algorithm.objective == method  # the published method at a fixed strength
     if cal["reached"]:
         assert loaded.algorithm.params[KNOBS[method].param] == pytest.approx(cal["value"], rel=1e-3)
-    if method != "clip_cov":
-        return
+
+
+def test_calibrate_refuses_a_method_with_its_own_controller(tmp_path):
+    from stare.train.calibrate import calibrate
+
     with pytest.raises(ValueError, match="own controller"):
-        calibrate(str(cfg), ["stare_o1"], tmp_path / "x")
+        calibrate(None, ["stare_o1"], tmp_path / "x")
